@@ -1,0 +1,67 @@
+"""``robustlab evaluate DETECTOR DATA``: the whole robustness evaluation into one run folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from robustlab.cli.common import (
+    State,
+    command_line,
+    common_options,
+    data_options,
+    default_run_dir,
+    detector_options,
+    echo_err,
+    pass_state,
+    pop_detector_overrides,
+    with_examples,
+)
+
+
+@click.command("evaluate")
+@click.argument("detector", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/evaluate-NAME-TIME).")
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@detector_options
+@data_options
+@common_options
+@with_examples(
+    """
+robustlab evaluate detector.yaml data/test --out runs/clean
+robustlab evaluate model.keras cifake/ --split test --scale 0-255 --out runs/b2
+robustlab evaluate detector.yaml test.csv --threshold 0.42 --out runs/t42
+"""
+)
+@pass_state
+def command(state: State, detector: str, data: str, out: str | None, force: bool, split: str | None, class_map: str | None, **kwargs: Any) -> None:
+    """Evaluate DETECTOR (a spec .yaml or a model file) on DATA and write a run folder.
+
+    DATA is a folder with real/ and fake/ sub-folders, a split root (with --split), a manifest CSV
+    (path,label) or an .npz (x uint8 N x H x W x 3, y 0/1). The run folder holds run.json,
+    metrics.json/.csv/.md, predictions.csv and plots/.
+    """
+    from robustlab.data import open_dataset
+    from robustlab.detector import load_detector
+    from robustlab.evaluate import evaluate
+
+    overrides, trust = pop_detector_overrides(kwargs)
+    dataset = open_dataset(data, split=split, classes=class_map)
+    det = load_detector(detector, trust_model=trust, **overrides)
+    out = out or default_run_dir("evaluate", det.name)
+    config = {"detector": detector, "data": data, "split": split, "classes": class_map, "overrides": overrides, "trust_model": trust, "out": out}
+    result = evaluate(
+        det,
+        dataset,
+        out=out,
+        seed=state.seed,
+        batch_size=state.batch_size,
+        force=force,
+        progress=state.progress,
+        command=command_line(),
+        config=config,
+    )
+    click.echo((Path(result.run_dir) / "metrics.md").read_text(encoding="utf-8"))
+    echo_err(state, f"robustlab: run folder written: {result.run_dir}")

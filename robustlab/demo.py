@@ -1,0 +1,269 @@
+"""The built-in demo: a small real-vs-generated image set and detector, made on the spot, offline.
+
+* **Real** images: random crops (random scale, flips) of the photographs that ship with
+  scikit-learn (``china.jpg``, ``flower.jpg``) and matplotlib (``grace_hopper.jpg``), resized to
+  the demo size with an antialiasing filter, as a camera pipeline would.
+* **Generated** images: other crops of the same photographs passed through a generator-like
+  process: downsampled to half size, then upsampled by a stride-2 *transposed convolution* whose
+  kernel phases do not sum to the same gain (as learned upsampling layers do). That leaves the
+  periodic checkerboard trace and the missing high frequencies that detectors of GAN/diffusion
+  output key on. Content is drawn from the same photographs for both classes, so only the trace
+  tells them apart.
+
+A small CNN (a few Conv layers, input 64x64 RGB in [0, 1], sigmoid = P(fake)) is trained on the
+``train`` split and saved as ``model.keras`` with a ``detector.yaml`` spec; then ``evaluate`` runs on
+the ``test`` split.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from robustlab.errors import RobustlabError
+
+DEMO_MARKER = ".robustlab-demo"
+DEMO_SIZE = 64
+# stride-2 transposed-convolution taps per channel; phases sum to 0.97 / 1.05 (uneven overlap gain)
+UPSAMPLE_TAPS = (
+    (0.25, 0.80, 0.72, 0.25),
+    (0.24, 0.81, 0.73, 0.24),
+    (0.26, 0.79, 0.71, 0.26),
+)
+
+
+def demo_photos() -> list[np.ndarray]:
+    """The real photographs shipped with scikit-learn and matplotlib, uint8 (H, W, 3) each."""
+    import matplotlib
+    from sklearn.datasets import load_sample_images
+
+    from robustlab.data import decode_image
+
+    photos = [np.asarray(im, dtype=np.uint8) for im in load_sample_images().images]
+    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if hopper.exists():
+        photos.append(decode_image(hopper))
+    return photos
+
+
+def _random_crop(photo: np.ndarray, rng: np.random.Generator, out: int) -> np.ndarray:
+    """A random square crop (side out..min(H, W)), random horizontal flip, resized to ``out`` px."""
+    from PIL import Image
+
+    h, w = photo.shape[:2]
+    side = int(rng.integers(out, min(h, w) + 1))
+    top = int(rng.integers(0, h - side + 1))
+    left = int(rng.integers(0, w - side + 1))
+    crop = photo[top : top + side, left : left + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    im = Image.fromarray(np.ascontiguousarray(crop))
+    return np.asarray(im.resize((out, out), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def generator_upsample(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (H, W, 3): half-size, then a stride-2 transposed convolution back.
+
+    The per-channel taps give the two output phases slightly different gains: the periodic
+    checkerboard of learned upsampling. A little noise stands in for the sampling process.
+    """
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    small = np.asarray(Image.fromarray(image).resize((w // 2, h // 2), Image.Resampling.BOX), dtype=np.float64)
+    h2, w2 = small.shape[:2]
+    out = np.zeros((2 * h2 + 2, 2 * w2 + 2, 3), dtype=np.float64)
+    for c, taps in enumerate(UPSAMPLE_TAPS):
+        k = np.outer(taps, taps)
+        for ky in range(4):
+            for kx in range(4):
+                out[ky : ky + 2 * h2 : 2, kx : kx + 2 * w2 : 2, c] += k[ky, kx] * small[..., c]
+    out = out[1 : h + 1, 1 : w + 1]
+    out += rng.normal(0.0, 1.5, out.shape)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def make_images(n_per_class: int, *, size: int = DEMO_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(x uint8 (2n, size, size, 3), y int64 (2n,))`` with fake = 1, shuffled."""
+    rng = np.random.default_rng([seed, 0xDE30])
+    photos = demo_photos()
+    xs, ys = [], []
+    for label in (0, 1):
+        for _ in range(n_per_class):
+            photo = photos[int(rng.integers(len(photos)))]
+            img = _random_crop(photo, rng, size)
+            if label == 1:
+                img = generator_upsample(img, rng)
+            xs.append(img)
+            ys.append(label)
+    order = rng.permutation(len(xs))
+    return np.stack(xs)[order], np.asarray(ys, np.int64)[order]
+
+
+def write_split(root: Path, x: np.ndarray, y: np.ndarray, prefix: str) -> None:
+    """PNG files under ``root/real`` and ``root/fake``."""
+    from PIL import Image
+
+    for name in ("real", "fake"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for i, (img, label) in enumerate(zip(x, y)):
+        cls = "fake" if label == 1 else "real"
+        Image.fromarray(img).save(root / cls / f"{prefix}_{i:05d}.png", optimize=False, compress_level=1)
+
+
+def build_model(size: int = DEMO_SIZE) -> Any:
+    """A small CNN: input RGB in [0, 1], output one sigmoid unit = P(fake)."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((size, size, 3), name="image")
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    out = layers.Dense(1, activation="sigmoid", name="p_fake")(x)
+    return keras.Model(inp, out, name="demo_cnn")
+
+
+def train_model(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, verbose: int = 0) -> dict[str, list[float]]:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
+    hist = model.fit(x.astype(np.float32) / 255.0, y.astype(np.float32), batch_size=32, epochs=epochs, shuffle=True, verbose=verbose)
+    return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+DETECTOR_YAML = """\
+# robustlab demo detector: a small CNN trained on the spot (see robustlab/demo.py)
+name: demo-cnn
+model: model.keras
+input_size: [{size}, {size}]
+resize: bilinear
+color: rgb
+scale: "0-1"
+output: sigmoid
+classes: [fake]
+positive: fake
+threshold: 0.5
+"""
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RobustlabError("exists and is not a folder", thing=out, fix="choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).exists() and not force:
+        raise RobustlabError("exists and is not a robustlab demo folder", thing=out, fix="choose another --out, or pass --force to replace it")
+
+
+def run_demo(
+    out: "str | os.PathLike" = "reports/demo",
+    *,
+    seed: int = 0,
+    n_train: int = 1000,
+    n_val: int = 300,
+    n_test: int = 300,
+    epochs: int = 8,
+    batch_size: int = 32,
+    force: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda s: None,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
+    """Build the demo data set and detector under ``out`` and evaluate it into ``out/run``.
+
+    ``out`` is rebuilt whole (in a temporary sibling, then swapped in); an existing folder that is
+    not a previous demo is refused unless ``force``. Returns a summary dict (paths, timings, rows).
+    """
+    from robustlab.data import open_dataset
+    from robustlab.detector import load_detector
+    from robustlab.evaluate import evaluate
+
+    from robustlab._tf import import_tf
+
+    t0 = time.time()
+    out = Path(out).resolve()
+    _prepare_out(out, force)
+    import_tf()
+    _prepare_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    timings: dict[str, float] = {}
+    try:
+        (work / DEMO_MARKER).write_text("made by robustlab demo; safe to delete\n")
+        t = time.time()
+        log(f"robustlab demo: making {2 * (n_train + n_val + n_test)} real/generated images ({DEMO_SIZE}x{DEMO_SIZE})")
+        splits = {"train": (n_train, 1), "val": (n_val, 2), "test": (n_test, 3)}
+        arrays = {}
+        for name, (n, sub) in splits.items():
+            x, y = make_images(n, seed=seed * 10 + sub)
+            write_split(work / "data" / name, x, y, name)
+            arrays[name] = (x, y)
+        timings["make_data_seconds"] = round(time.time() - t, 2)
+
+        t = time.time()
+        log(f"robustlab demo: training a small CNN detector ({epochs} epochs on {2 * n_train} images)")
+        model = build_model(DEMO_SIZE)
+        history = train_model(model, *arrays["train"], epochs=epochs, seed=seed)
+        det_dir = work / "detector"
+        det_dir.mkdir()
+        model.save(det_dir / "model.keras")
+        (det_dir / "detector.yaml").write_text(DETECTOR_YAML.format(size=DEMO_SIZE), encoding="utf-8")
+        timings["train_seconds"] = round(time.time() - t, 2)
+
+        # swap the new data and detector into place, then evaluate there (paths in run.json stay valid)
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time())}"
+            os.replace(out, old)
+        os.replace(work, out)
+        work = out
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+        t = time.time()
+        log("robustlab demo: evaluating on the test split")
+        det = load_detector(out / "detector" / "detector.yaml")
+        data = open_dataset(out / "data", split="test")
+        variants = demo_variants()
+        result = evaluate(
+            det,
+            data,
+            out=out / "run",
+            variants=variants,
+            attack_fraction=1.0,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+            command=command,
+            config={"demo": True, "epochs": epochs, "n_train": n_train, "n_test": n_test},
+            extra_info={"demo": {"train_history": history}},
+        )
+        timings["evaluate_seconds"] = round(time.time() - t, 2)
+    except BaseException:
+        if work != out:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    timings["total_seconds"] = round(time.time() - t0, 2)
+    return {
+        "out": out,
+        "data": out / "data",
+        "detector": out / "detector" / "detector.yaml",
+        "run": out / "run",
+        "rows": result.rows,
+        "timings": timings,
+        "train_accuracy": history.get("accuracy", [None])[-1],
+    }
+
+
+def demo_variants() -> list[Any]:
+    """The attacks and corruptions the demo runs (grows as capabilities land)."""
+    return []

@@ -1,0 +1,349 @@
+"""The whole robustness evaluation of one detector on one data set, into one run folder.
+
+One streaming pass over the data: each decoded batch is scored clean and under every *variant*
+(an attack or a corruption) that applies to it, so memory stays bounded whatever the set size and
+each image is decoded once.
+
+A variant is any object with
+
+* ``kind``: :class:`~robustlab.enums.SetKind` ``ADVERSARIAL`` (applied to the attacked subset,
+  ``attack_fraction`` of the set, stratified and seeded) or ``CORRUPTED`` (applied to every image);
+* ``variant`` (``"fgsm"``, ``"jpeg"``...) and ``param`` (``"eps=0.0314"``, ``"severity=3"``) strings;
+* ``apply(detector, x, y, rng) -> uint8 (B, H, W, 3)``: the delivered images for a batch
+  (``x`` uint8 (B, H, W, 3), ``y`` int64 (B,) positive-class labels, ``rng`` a seeded
+  ``numpy.random.Generator`` for this variant and batch);
+* optionally ``diagnostics(stats, rows) -> list[str]``: warnings about a broken evaluation.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from robustlab.data import Dataset
+from robustlab.detector import Detector
+from robustlab.enums import SetKind
+from robustlab.metrics import MetricsRow, confusion, metrics_row, predict, row_from_correct
+from robustlab.runs import RunFolder
+
+log = logging.getLogger("robustlab")
+
+
+class Variant(Protocol):
+    kind: SetKind
+    variant: str
+    param: str
+
+    def apply(self, detector: Detector, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+
+@dataclass
+class VariantStats:
+    """What one variant produced over the whole set (positive-class labels)."""
+
+    variant: Any
+    idx: list[np.ndarray] = field(default_factory=list)
+    y: list[np.ndarray] = field(default_factory=list)
+    clean_scores: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    linf: list[np.ndarray] = field(default_factory=list)  # /255 units, per image
+    l2: list[np.ndarray] = field(default_factory=list)  # /255 units, per image
+    seconds: float = 0.0
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros((0,), dtype)
+
+        return {
+            "idx": cat(self.idx, np.int64),
+            "y": cat(self.y, np.int64),
+            "clean_scores": cat(self.clean_scores, np.float64),
+            "scores": cat(self.scores, np.float64),
+            "linf": cat(self.linf, np.float64),
+            "l2": cat(self.l2, np.float64),
+        }
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate` returns: the rows, the run folder and the per-image arrays."""
+
+    rows: list[MetricsRow]
+    run_dir: Path | None
+    info: dict[str, Any]
+    idx: np.ndarray
+    y: np.ndarray
+    scores: np.ndarray
+    variant_stats: list[VariantStats]
+    diagnostics: list[str]
+
+    def row(self, key: str) -> MetricsRow:
+        for r in self.rows:
+            if r.key == key or r.set == key:
+                return r
+        raise KeyError(key)
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified, seeded ``fraction`` of the set (at least one per class)."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction {fraction} is outside (0, 1]")
+    labels = np.asarray(labels)
+    if fraction >= 1.0:
+        return np.arange(len(labels), dtype=np.int64)
+    rng = np.random.default_rng([seed, 0x5EED])
+    chosen = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = max(1, int(round(fraction * len(members))))
+        chosen.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def perturbation_norms(clean: np.ndarray, delivered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image L-inf and L2 of ``delivered - clean`` (uint8 arrays) in /255 units (grey levels)."""
+    d = delivered.astype(np.int16) - clean.astype(np.int16)
+    flat = d.reshape(len(d), -1).astype(np.float64)
+    if flat.size == 0:
+        return np.zeros((len(d),)), np.zeros((len(d),))
+    return np.abs(flat).max(axis=1), np.sqrt((flat**2).sum(axis=1))
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("robustlab", "tensorflow", "keras", "tf-keras", "adversarial-robustness-toolbox", "numpy", "scikit-learn", "pillow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _progress(iterable: Iterable[Any], total: int, label: str, enabled: bool) -> Iterable[Any]:
+    if not enabled:
+        yield from iterable
+        return
+    import click
+
+    with click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True) as bar:
+        for item in iterable:
+            yield item
+            bar.update(len(item[0]) if isinstance(item, tuple) else 1)
+
+
+def evaluate(
+    detector: Detector,
+    data: Dataset,
+    *,
+    out: "str | Path | None" = None,
+    variants: Sequence[Any] = (),
+    attack_fraction: float = 1.0,
+    threshold: float | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    force: bool = False,
+    progress: bool = False,
+    command: Sequence[str] | None = None,
+    config: dict[str, Any] | None = None,
+    on_delivered: Callable[[Any, np.ndarray, np.ndarray], None] | None = None,
+    checks: Sequence[Callable[["EvaluationResult"], list[str]]] = (),
+    run_folder: RunFolder | None = None,
+    extra_info: dict[str, Any] | None = None,
+    max_curve_sets: int = 8,
+) -> EvaluationResult:
+    """Score ``data`` clean and under each variant; write the run folder ``out`` (if given).
+
+    ``on_delivered(variant, idx, images)`` is called with each variant's delivered uint8 images
+    (e.g. to save adversarial PNGs). ``checks`` get the finished result and return diagnostics.
+    Returns an :class:`EvaluationResult`; the rows are also in ``out/metrics.json``.
+    """
+    t0 = time.time()
+    threshold = detector.threshold if threshold is None else float(threshold)
+    folder = run_folder
+    if folder is None and out is not None:
+        folder = RunFolder(out, force=force)
+    try:
+        positive_is_fake = detector.positive == "fake"
+        y_all = data.labels if positive_is_fake else 1 - data.labels
+        subset = stratified_subset(y_all, attack_fraction, seed) if any(v.kind is SetKind.ADVERSARIAL for v in variants) else np.zeros((0,), np.int64)
+        in_subset = np.zeros(len(data), dtype=bool)
+        in_subset[subset] = True
+        stats = [VariantStats(v) for v in variants]
+        idx_parts, y_parts, s_parts = [], [], []
+        t_clean = 0.0
+        batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size)
+        for bno, batch in enumerate(_progress(batches, len(data), f"evaluating {len(data)} images", progress)):
+            if len(batch.idx) == 0:
+                continue
+            y = batch.y if positive_is_fake else 1 - batch.y
+            t = time.time()
+            s_clean = detector.scores(batch.x)
+            t_clean += time.time() - t
+            idx_parts.append(batch.idx)
+            y_parts.append(y)
+            s_parts.append(s_clean)
+            for vi, (v, st) in enumerate(zip(variants, stats)):
+                sel = in_subset[batch.idx] if v.kind is SetKind.ADVERSARIAL else np.ones(len(batch.idx), bool)
+                if not sel.any():
+                    continue
+                t = time.time()
+                rng = np.random.default_rng([seed, vi, bno])
+                x_in = batch.x[sel]
+                delivered = np.asarray(v.apply(detector, x_in, y[sel], rng))
+                if delivered.dtype != np.uint8 or delivered.shape != x_in.shape:
+                    raise TypeError(f"variant {v.variant} returned {delivered.dtype} {delivered.shape}, expected uint8 {x_in.shape}")
+                s_v = detector.scores(delivered)
+                st.seconds += time.time() - t
+                linf, l2 = perturbation_norms(x_in, delivered)
+                st.idx.append(batch.idx[sel])
+                st.y.append(y[sel])
+                st.clean_scores.append(s_clean[sel])
+                st.scores.append(s_v)
+                st.linf.append(linf)
+                st.l2.append(l2)
+                if on_delivered is not None:
+                    on_delivered(v, batch.idx[sel], delivered)
+        idx = np.concatenate(idx_parts) if idx_parts else np.zeros((0,), np.int64)
+        y = np.concatenate(y_parts) if y_parts else np.zeros((0,), np.int64)
+        scores = np.concatenate(s_parts) if s_parts else np.zeros((0,), np.float64)
+        if len(idx) == 0:
+            from robustlab.errors import RobustlabError
+
+            raise RobustlabError("no image could be read", thing=data.root, fix="check the files (see the skipped list above)")
+
+        rows = [metrics_row(y, scores, threshold=threshold, set=SetKind.CLEAN.value)]
+        correct_all = predict(scores, threshold) == y
+        pos_of = {int(i): k for k, i in enumerate(idx)}
+        for st in stats:
+            a = st.arrays()
+            v = st.variant
+            if len(a["idx"]) == 0:
+                continue
+            linf_mean = float(a["linf"].mean())
+            l2_mean = float(a["l2"].mean())
+            if v.kind is SetKind.ADVERSARIAL:
+                rows.append(metrics_row(a["y"], a["scores"], threshold=threshold, set=SetKind.ADVERSARIAL.value, variant=v.variant, param=v.param, linf=linf_mean, l2=l2_mean))
+                rows.append(
+                    metrics_row(
+                        np.concatenate([y, a["y"]]),
+                        np.concatenate([scores, a["scores"]]),
+                        threshold=threshold,
+                        set=SetKind.MIXED.value,
+                        variant=v.variant,
+                        param=v.param,
+                    )
+                )
+            else:
+                rows.append(metrics_row(a["y"], a["scores"], threshold=threshold, set=str(v.kind), variant=v.variant, param=v.param, linf=linf_mean, l2=l2_mean))
+            pos = np.asarray([pos_of[int(i)] for i in a["idx"]], dtype=np.int64)
+            correct_all[pos] &= predict(a["scores"], threshold) == a["y"]
+        if variants:
+            rows.append(
+                row_from_correct(
+                    correct_all,
+                    set=SetKind.WORST_CASE.value,
+                    variant="none",
+                    param="",
+                    threshold=threshold,
+                    note="right only if right clean and under every attack and corruption run on the image",
+                )
+            )
+        info: dict[str, Any] = {
+            "command": list(command) if command is not None else None,
+            "config": config or {},
+            "seed": seed,
+            "batch_size": batch_size,
+            "threshold": threshold,
+            "versions": versions(),
+            "detector": detector.describe(),
+            "data": data.describe(),
+            "attack_fraction": attack_fraction if len(subset) else None,
+            "attacked": int(len(subset)),
+            "variants": [{"set": str(v.kind), "variant": v.variant, "param": v.param} for v in variants],
+        }
+        result = EvaluationResult(rows, None, info, idx, y, scores, stats, [])
+        diagnostics: list[str] = []
+        for st in stats:
+            fn = getattr(st.variant, "diagnostics", None)
+            if fn is not None and st.idx:
+                diagnostics.extend(fn(st, rows))
+        for check in checks:
+            diagnostics.extend(check(result))
+        for d in diagnostics:
+            print(f"robustlab: warning: {d}", file=sys.stderr)
+        result.diagnostics = diagnostics
+        info["diagnostics"] = diagnostics
+        info["timings"] = {
+            "total_seconds": round(time.time() - t0, 3),
+            "clean_scoring_seconds": round(t_clean, 3),
+            "variants_seconds": {f"{st.variant.variant}[{st.variant.param}]": round(st.seconds, 3) for st in stats},
+            "images_per_second_clean": round(len(idx) / t_clean, 2) if t_clean > 0 else None,
+        }
+        if extra_info:
+            info.update(extra_info)
+        if folder is not None:
+            write_run(folder, result, data, max_curve_sets=max_curve_sets)
+            result.run_dir = folder.commit(info)
+        return result
+    except BaseException:
+        if folder is not None and run_folder is None:
+            folder.abort()
+        raise
+
+
+def prediction_records(result: EvaluationResult, data: Dataset) -> Iterable[tuple]:
+    """(id, path, label, set, variant, param, score, pred) for clean and every variant image."""
+    t = result.info["threshold"]
+    for i, yi, si in zip(result.idx.tolist(), result.y.tolist(), result.scores.tolist()):
+        yield (i, data.paths[i], yi, "clean", "none", "", si, int(si >= t))
+    for st in result.variant_stats:
+        a = st.arrays()
+        v = st.variant
+        for i, yi, si in zip(a["idx"].tolist(), a["y"].tolist(), a["scores"].tolist()):
+            yield (i, data.paths[i], yi, str(v.kind), v.variant, v.param, si, int(si >= t))
+
+
+def write_run(folder: RunFolder, result: EvaluationResult, data: Dataset, *, max_curve_sets: int = 8) -> None:
+    """metrics.json/.csv/.md, predictions.csv and plots into ``folder``."""
+    from robustlab import reports
+
+    rows = result.rows
+    info = result.info
+    folder.write_json("metrics.json", {"rows": [r.to_dict() for r in rows]})
+    folder.write_text("metrics.csv", reports.metrics_csv(rows))
+    det = info["detector"]
+    summary = [
+        f"Detector: **{reports._md_escape(det['name'])}** ({det['format']}, input {det['input_size'][0]}x{det['input_size'][1]}, {det['spec']['color']}, scale {det['spec']['scale']}, {det['output']} {det['classes']})",
+        f"Data: `{reports._md_escape(str(data.root))}` ({len(result.idx)} images: {int((result.y == 1).sum())} {det['positive']}, {int((result.y == 0).sum())} {'real' if det['positive'] == 'fake' else 'fake'}; {len(data.skipped)} skipped)",
+    ]
+    if info.get("attacked"):
+        summary.append(f"Attacked subset: {info['attacked']} images (fraction {info['attack_fraction']:g}, stratified, seed {info['seed']}).")
+    folder.write_text(
+        "metrics.md",
+        reports.metrics_markdown(rows, title=f"robustlab: {det['name']}", summary=summary, notes=[f"diagnostic: {d}" for d in result.diagnostics]),
+    )
+    folder.write_text("predictions.csv", reports.predictions_csv(prediction_records(result, data)))
+    threshold = info["threshold"]
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {"clean": (result.y, result.scores)}
+    for st in result.variant_stats[:max_curve_sets]:
+        a = st.arrays()
+        if len(a["idx"]):
+            curves[f"{st.variant.variant} {st.variant.param}".strip()] = (a["y"], a["scores"])
+    reports.plot_roc_pr(curves, folder.path("plots/roc.png"), folder.path("plots/pr.png"), threshold=threshold)
+    pos = det["positive"]
+    neg = "real" if pos == "fake" else "fake"
+    reports.plot_confusion(confusion(result.y, predict(result.scores, threshold)), folder.path("plots/confusion_clean.png"), title=f"clean (threshold {threshold:g})", labels=(neg, pos))
+    for st in result.variant_stats:
+        a = st.arrays()
+        if len(a["idx"]) and str(st.variant.kind) == "adversarial":
+            name = reports.slug(f"{st.variant.variant}_{st.variant.param}")
+            reports.plot_confusion(confusion(a["y"], predict(a["scores"], threshold)), folder.path(f"plots/confusion_{name}.png"), title=f"{st.variant.variant} {reports.param_display(st.variant.param)}", labels=(neg, pos))
+    reports.plot_accuracy_vs_param([r.to_dict() for r in rows], folder.path("plots"))

@@ -1,0 +1,312 @@
+"""Markdown / CSV / JSON tables and plots from metrics rows.
+
+Everything here works from rows and predictions alone (no model), so ``robustlab report RUN`` can
+rebuild it from a run folder.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from robustlab.metrics import ROW_FIELDS, MetricsRow, format_eps
+
+PREDICTION_FIELDS = ("id", "path", "label", "set", "variant", "param", "score", "pred")
+
+
+def _row_dict(row: "MetricsRow | Mapping[str, Any]") -> dict[str, Any]:
+    return row.to_dict() if isinstance(row, MetricsRow) else dict(row)
+
+
+def param_display(param: str) -> str:
+    """``eps=0.0314,steps=10`` -> ``eps=8/255, steps=10`` (eps in grey levels when whole)."""
+    if not param:
+        return ""
+    parts = []
+    for item in param.split(","):
+        key, _, value = item.partition("=")
+        if key == "eps":
+            try:
+                eps = float(value)
+                levels = eps * 255
+                if round(levels) >= 1 and abs(levels - round(levels)) < 0.02:
+                    value = f"{int(round(levels))}/255"
+                else:
+                    value = format_eps(eps)
+            except ValueError:
+                pass
+        parts.append(f"{key}={value}" if _ else item)
+    return ", ".join(parts)
+
+
+def row_title(row: "MetricsRow | Mapping[str, Any]") -> str:
+    """The row names users of these detectors publish ("Original Images", ...)."""
+    r = _row_dict(row)
+    kind, variant, param = r["set"], r["variant"], param_display(r.get("param") or "")
+    if kind == "clean":
+        return "Original Images"
+    if kind == "adversarial":
+        return f"{variant.upper()} Adversarial Images ({param})" if param else f"{variant.upper()} Adversarial Images"
+    if kind == "mixed":
+        return "(Original + Adversarial) Images"
+    if kind == "corrupted":
+        name = variant.upper() if len(variant) <= 4 else variant.capitalize()
+        return f"{name} Images ({param})" if param else f"{name} Images"
+    if kind == "worst-case":
+        return "Worst case (right clean and under every attack and corruption)"
+    return f"{kind} {variant} {param}".strip()
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100.0 * float(v):.2f}%"
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{float(v):.{digits}f}"
+
+
+def _table_line(r: Mapping[str, Any]) -> str:
+    n = int(r["n"])
+    mis = int(r["misclassified"])
+    rate = f"{100.0 * mis / n:.2f}%" if n else "n/a"
+    cells = [
+        _md_escape(row_title(r)),
+        _pct(r["accuracy"]),
+        _pct(r["precision"]),
+        _pct(r["recall"]),
+        _pct(r["f1"]),
+        f"{mis}/{n} ({rate})",
+        _num(r["auc"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+TABLE_HEADER = (
+    "| Test Data | Accuracy | Precision | Recall | F1 Score | Misclassifications | AUC |\n"
+    "| --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def _md_escape(text: str) -> str:
+    return re.sub(r"([|\\`*_\[\]<>])", r"\\\1", str(text))
+
+
+def group_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mapping[str, Any]]]]:
+    """[(heading, rows)] in the order a reader expects: one table per attack, then corruptions."""
+    clean = [r for r in rows if r["set"] == "clean"]
+    groups: list[tuple[str, list[Mapping[str, Any]]]] = []
+    attacks = [r for r in rows if r["set"] == "adversarial"]
+    if not attacks:
+        groups.append(("Clean", clean))
+    for adv in attacks:
+        mixed = [r for r in rows if r["set"] == "mixed" and r["variant"] == adv["variant"] and r["param"] == adv["param"]]
+        title = f"{adv['variant'].upper()} ({param_display(adv['param'])})" if adv["param"] else adv["variant"].upper()
+        groups.append((title, clean + [adv] + mixed))
+    corrupted = [r for r in rows if r["set"] == "corrupted"]
+    if corrupted:
+        groups.append(("Corruptions", clean + corrupted))
+    worst = [r for r in rows if r["set"] == "worst-case"]
+    if worst:
+        groups.append(("Worst case", worst))
+    known = {"clean", "adversarial", "mixed", "corrupted", "worst-case"}
+    other = [r for r in rows if r["set"] not in known]
+    if other:
+        groups.append(("Other", other))
+    return groups
+
+
+def metrics_markdown(rows: Sequence["MetricsRow | Mapping[str, Any]"], *, title: str | None = None, summary: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
+    """``metrics.md``: the tables users publish, one per attack, plus corruptions and notes."""
+    dicts = [_row_dict(r) for r in rows]
+    out = io.StringIO()
+    if title:
+        out.write(f"# {_md_escape(title)}\n\n")
+    for line in summary:
+        out.write(f"{line}\n")
+    if summary:
+        out.write("\n")
+    thresholds = sorted({float(r["threshold"]) for r in dicts})
+    for heading, group in group_rows(dicts):
+        out.write(f"## {_md_escape(heading)}\n\n{TABLE_HEADER}\n")
+        for r in group:
+            out.write(_table_line(r) + "\n")
+        out.write("\n")
+    if len(thresholds) == 1:
+        out.write(f"Predicted fake when score >= {thresholds[0]:g}.\n")
+    row_notes = [(row_title(r), r["note"]) for r in dicts if r.get("note")]
+    if row_notes or notes:
+        out.write("\n## Notes\n\n")
+        for n in notes:
+            out.write(f"- {_md_escape(n)}\n")
+        for name, note in row_notes:
+            out.write(f"- {_md_escape(name)}: {_md_escape(note)}\n")
+    return out.getvalue()
+
+
+def metrics_csv(rows: Sequence["MetricsRow | Mapping[str, Any]"]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(ROW_FIELDS), lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        d = _row_dict(r)
+        w.writerow({k: ("" if d.get(k) is None else d.get(k)) for k in ROW_FIELDS})
+    return buf.getvalue()
+
+
+def predictions_csv(records: Iterable[Sequence[Any]]) -> str:
+    """Rows of (id, path, label, set, variant, param, score, pred) -> CSV text."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(PREDICTION_FIELDS)
+    for rec in records:
+        rec = list(rec)
+        rec[6] = f"{float(rec[6]):.6f}"
+        w.writerow(rec)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], roc_path: Path, pr_path: Path, *, threshold: float | None = None) -> list[Path]:
+    """ROC and PR curves, one line per set (label -> (y_true, y_score)); sets with one class skipped.
+
+    With ``threshold``, the point it gives on each curve is marked.
+    """
+    from sklearn.metrics import auc, precision_recall_curve, roc_curve
+
+    plt = _plt()
+    written = []
+    fig_roc, ax_roc = plt.subplots(figsize=(5.5, 5))
+    fig_pr, ax_pr = plt.subplots(figsize=(5.5, 5))
+    for label, (y, s) in curves.items():
+        y = np.asarray(y)
+        s = np.asarray(s)
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        ax_roc.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {auc(fpr, tpr):.3f})")
+        prec, rec, _ = precision_recall_curve(y, s)
+        ax_pr.plot(rec, prec, lw=1.5, label=label)
+        if threshold is not None:
+            pred = s >= threshold
+            tp = np.sum(pred & (y == 1))
+            fp = np.sum(pred & (y == 0))
+            fn = np.sum(~pred & (y == 1))
+            tn = np.sum(~pred & (y == 0))
+            ax_roc.plot([fp / max(fp + tn, 1)], [tp / max(tp + fn, 1)], "o", ms=5, color=ax_roc.lines[-1].get_color())
+            if tp + fp:
+                ax_pr.plot([tp / max(tp + fn, 1)], [tp / (tp + fp)], "o", ms=5, color=ax_pr.lines[-1].get_color())
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax_roc.set(xlabel="False positive rate (real called fake)", ylabel="True positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax_pr.set(xlabel="Recall", ylabel="Precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))
+    suffix = f" (dots: threshold {threshold:g})" if threshold is not None else ""
+    ax_roc.set_title("ROC" + suffix)
+    ax_pr.set_title("Precision-recall" + suffix)
+    for ax in (ax_roc, ax_pr):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right" if ax is ax_roc else "lower left")
+        ax.grid(alpha=0.3)
+    for fig, path in ((fig_roc, roc_path), (fig_pr, pr_path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def plot_confusion(matrix: np.ndarray, path: Path, *, title: str, labels: Sequence[str] = ("real", "fake")) -> Path:
+    """2x2 confusion matrix ``[[tn, fp], [fn, tp]]`` as a PNG."""
+    plt = _plt()
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(m, cmap="Blues")
+    total = max(int(m.sum()), 1)
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, f"{v}\n({100 * v / total:.1f}%)", ha="center", va="center", color="white" if v > m.max() / 2 else "black", fontsize=10)
+    ax.set_xticks([0, 1], [f"pred {labels[0]}", f"pred {labels[1]}"])
+    ax.set_yticks([0, 1], [f"true {labels[0]}", f"true {labels[1]}"])
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_") or "x"
+
+
+def _param_value(param: str, key: str) -> float | None:
+    for item in (param or "").split(","):
+        k, _, v = item.partition("=")
+        if k.strip() == key:
+            try:
+                return float(v)
+            except ValueError:
+                return None
+    return None
+
+
+def plot_accuracy_vs_param(rows: Sequence[Mapping[str, Any]], plots_dir: Path) -> list[Path]:
+    """``accuracy_vs_eps.png`` (adversarial rows) and ``accuracy_vs_severity.png`` (corrupted rows).
+
+    One line per attack / corruption, starting from the clean accuracy at eps 0 / severity 0.
+    Written only when there is something to plot.
+    """
+    written: list[Path] = []
+    clean = next((r for r in rows if r["set"] == "clean"), None)
+    clean_acc = None if clean is None else clean["accuracy"]
+    for kind, key, fname, xlabel in (
+        ("adversarial", "eps", "accuracy_vs_eps.png", "eps (grey levels, /255)"),
+        ("corrupted", "severity", "accuracy_vs_severity.png", "severity"),
+    ):
+        series: dict[str, list[tuple[float, float]]] = {}
+        for r in rows:
+            if r["set"] != kind or r["accuracy"] is None:
+                continue
+            x = _param_value(r["param"], key)
+            if x is None:
+                continue
+            name = r["variant"]
+            extra = ",".join(p for p in (r["param"] or "").split(",") if not p.startswith(f"{key}="))
+            if extra:
+                name = f"{name} ({extra})"
+            series.setdefault(name, []).append((x * 255 if key == "eps" else x, float(r["accuracy"])))
+        if not series:
+            continue
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, pts in sorted(series.items()):
+            pts = sorted(pts)
+            xs = [p[0] for p in pts]
+            ys = [p[1] for p in pts]
+            if clean_acc is not None:
+                xs = [0.0] + xs
+                ys = [float(clean_acc)] + ys
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.02), title=f"Accuracy vs {key}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = plots_dir / fname
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
