@@ -51,11 +51,16 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     dataset = open_dataset(data, split=split, classes=class_map)
     det = load_detector(detector, trust_model=trust, **overrides)
     out = out or default_run_dir("evaluate", det.name)
-    config = {"detector": detector, "data": data, "split": split, "classes": class_map, "overrides": overrides, "trust_model": trust, "out": out}
+    config: dict[str, Any] = {"detector": detector, "data": data, "split": split, "classes": class_map, "overrides": overrides, "trust_model": trust, "out": out}
+    # Attacks and corruptions add their variants here (see robustlab.evaluate.Variant).
+    variants: list[Any] = []
+    attack_fraction = 1.0
     result = evaluate(
         det,
         dataset,
         out=out,
+        variants=variants,
+        attack_fraction=attack_fraction,
         seed=state.seed,
         batch_size=state.batch_size,
         force=force,
