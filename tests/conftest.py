@@ -79,7 +79,7 @@ def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x, y = make_images(200, seed=0)
     model = tiny_cnn()
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="binary_crossentropy")
-    model.fit(x.astype("float32") / 255.0, y.astype("float32"), epochs=6, batch_size=32, verbose=0)
+    model.fit(x.astype("float32") / 255.0, y.astype("float32"), epochs=10, batch_size=32, verbose=0)
     model.save(root / "model.keras")
     (root / "detector.yaml").write_text(
         "name: tiny-cnn\nmodel: model.keras\nscale: '0-1'\ncolor: rgb\noutput: sigmoid\nclasses: [fake]\nthreshold: 0.5\n",
