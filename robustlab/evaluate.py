@@ -82,6 +82,8 @@ class EvaluationResult:
     scores: np.ndarray
     variant_stats: list[VariantStats]
     diagnostics: list[str]
+    reference_rows: list[MetricsRow] = field(default_factory=list)  # at the default threshold, when a threshold was picked on validation data
+    threshold_selection: Any = None  # robustlab.thresholds.ThresholdSelection, when one was given
 
     def row(self, key: str) -> MetricsRow:
         for r in self.rows:
@@ -139,6 +141,52 @@ def _progress(iterable: Iterable[Any], total: int, label: str, enabled: bool) ->
             bar.update(len(item[0]) if isinstance(item, tuple) else 1)
 
 
+def build_rows(y: np.ndarray, scores: np.ndarray, idx: np.ndarray, stats: Sequence[VariantStats], threshold: float, *, worst_case: bool) -> list[MetricsRow]:
+    """Clean / adversarial / mixed / corrupted (/ worst-case) rows at ``threshold``.
+
+    ``y`` int64 (N,) positive-class labels, ``scores`` float64 (N,), ``idx`` int64 (N,) image
+    indices of the clean pass; ``stats`` what each variant produced.
+    """
+    rows = [metrics_row(y, scores, threshold=threshold, set=SetKind.CLEAN.value)]
+    correct_all = predict(scores, threshold) == y
+    pos_of = {int(i): k for k, i in enumerate(idx)}
+    for st in stats:
+        a = st.arrays()
+        v = st.variant
+        if len(a["idx"]) == 0:
+            continue
+        linf_mean = float(a["linf"].mean())
+        l2_mean = float(a["l2"].mean())
+        if v.kind is SetKind.ADVERSARIAL:
+            rows.append(metrics_row(a["y"], a["scores"], threshold=threshold, set=SetKind.ADVERSARIAL.value, variant=v.variant, param=v.param, linf=linf_mean, l2=l2_mean))
+            rows.append(
+                metrics_row(
+                    np.concatenate([y, a["y"]]),
+                    np.concatenate([scores, a["scores"]]),
+                    threshold=threshold,
+                    set=SetKind.MIXED.value,
+                    variant=v.variant,
+                    param=v.param,
+                )
+            )
+        else:
+            rows.append(metrics_row(a["y"], a["scores"], threshold=threshold, set=str(v.kind), variant=v.variant, param=v.param, linf=linf_mean, l2=l2_mean))
+        pos = np.asarray([pos_of[int(i)] for i in a["idx"]], dtype=np.int64)
+        correct_all[pos] &= predict(a["scores"], threshold) == a["y"]
+    if worst_case:
+        rows.append(
+            row_from_correct(
+                correct_all,
+                set=SetKind.WORST_CASE.value,
+                variant="none",
+                param="",
+                threshold=threshold,
+                note="right only if right clean and under every attack and corruption run on the image",
+            )
+        )
+    return rows
+
+
 def evaluate(
     detector: Detector,
     data: Dataset,
@@ -158,14 +206,25 @@ def evaluate(
     run_folder: RunFolder | None = None,
     extra_info: dict[str, Any] | None = None,
     max_curve_sets: int = 8,
+    threshold_selection: Any = None,
 ) -> EvaluationResult:
     """Score ``data`` clean and under each variant; write the run folder ``out`` (if given).
 
     ``on_delivered(variant, idx, images)`` is called with each variant's delivered uint8 images
     (e.g. to save adversarial PNGs). ``checks`` get the finished result and return diagnostics.
     Returns an :class:`EvaluationResult`; the rows are also in ``out/metrics.json``.
+
+    ``threshold_selection`` (a :class:`robustlab.thresholds.ThresholdSelection`, picked on a
+    separate validation set): its threshold is applied to every set; the rows at the default
+    threshold (0.5) are kept as ``reference_rows``; picking on the evaluated images themselves is
+    refused unless the selection was made with ``allow_same_data``.
     """
     t0 = time.time()
+    if threshold_selection is not None:
+        if threshold is not None and float(threshold) != threshold_selection.threshold:
+            raise ValueError("give either threshold or threshold_selection, not both")
+        threshold = threshold_selection.threshold
+        threshold_selection.against(data)
     threshold = detector.threshold if threshold is None else float(threshold)
     folder = run_folder
     if folder is None and out is not None:
@@ -219,43 +278,13 @@ def evaluate(
 
             raise RobustlabError("no image could be read", thing=data.root, fix="check the files (see the skipped list above)")
 
-        rows = [metrics_row(y, scores, threshold=threshold, set=SetKind.CLEAN.value)]
-        correct_all = predict(scores, threshold) == y
-        pos_of = {int(i): k for k, i in enumerate(idx)}
-        for st in stats:
-            a = st.arrays()
-            v = st.variant
-            if len(a["idx"]) == 0:
-                continue
-            linf_mean = float(a["linf"].mean())
-            l2_mean = float(a["l2"].mean())
-            if v.kind is SetKind.ADVERSARIAL:
-                rows.append(metrics_row(a["y"], a["scores"], threshold=threshold, set=SetKind.ADVERSARIAL.value, variant=v.variant, param=v.param, linf=linf_mean, l2=l2_mean))
-                rows.append(
-                    metrics_row(
-                        np.concatenate([y, a["y"]]),
-                        np.concatenate([scores, a["scores"]]),
-                        threshold=threshold,
-                        set=SetKind.MIXED.value,
-                        variant=v.variant,
-                        param=v.param,
-                    )
-                )
-            else:
-                rows.append(metrics_row(a["y"], a["scores"], threshold=threshold, set=str(v.kind), variant=v.variant, param=v.param, linf=linf_mean, l2=l2_mean))
-            pos = np.asarray([pos_of[int(i)] for i in a["idx"]], dtype=np.int64)
-            correct_all[pos] &= predict(a["scores"], threshold) == a["y"]
-        if variants:
-            rows.append(
-                row_from_correct(
-                    correct_all,
-                    set=SetKind.WORST_CASE.value,
-                    variant="none",
-                    param="",
-                    threshold=threshold,
-                    note="right only if right clean and under every attack and corruption run on the image",
-                )
-            )
+        rows = build_rows(y, scores, idx, stats, threshold, worst_case=bool(variants))
+        reference_rows: list[MetricsRow] = []
+        if threshold_selection is not None:
+            from robustlab.thresholds import DEFAULT_THRESHOLD
+
+            if threshold != DEFAULT_THRESHOLD:
+                reference_rows = build_rows(y, scores, idx, stats, DEFAULT_THRESHOLD, worst_case=bool(variants))
         info: dict[str, Any] = {
             "command": list(command) if command is not None else None,
             "config": config or {},
@@ -269,7 +298,9 @@ def evaluate(
             "attacked": int(len(subset)),
             "variants": [{"set": str(v.kind), "variant": v.variant, "param": v.param} for v in variants],
         }
-        result = EvaluationResult(rows, None, info, idx, y, scores, stats, [])
+        if threshold_selection is not None:
+            info["threshold_selection"] = threshold_selection.to_info()
+        result = EvaluationResult(rows, None, info, idx, y, scores, stats, [], reference_rows, threshold_selection)
         diagnostics: list[str] = []
         for st in stats:
             fn = getattr(st.variant, "diagnostics", None)
@@ -317,7 +348,10 @@ def write_run(folder: RunFolder, result: EvaluationResult, data: Dataset, *, max
 
     rows = result.rows
     info = result.info
-    folder.write_json("metrics.json", {"rows": [r.to_dict() for r in rows]})
+    metrics_json: dict[str, Any] = {"rows": [r.to_dict() for r in rows]}
+    if result.reference_rows:
+        metrics_json["reference_rows"] = [r.to_dict() for r in result.reference_rows]
+    folder.write_json("metrics.json", metrics_json)
     folder.write_text("metrics.csv", reports.metrics_csv(rows))
     det = info["detector"]
     summary = [
@@ -326,9 +360,14 @@ def write_run(folder: RunFolder, result: EvaluationResult, data: Dataset, *, max
     ]
     if info.get("attacked"):
         summary.append(f"Attacked subset: {info['attacked']} images (fraction {info['attack_fraction']:g}, stratified, seed {info['seed']}).")
+    selection = info.get("threshold_selection")
+    if selection:
+        from robustlab.thresholds import selection_summary
+
+        summary.extend(selection_summary(selection))
     folder.write_text(
         "metrics.md",
-        reports.metrics_markdown(rows, title=f"robustlab: {det['name']}", summary=summary, notes=[f"diagnostic: {d}" for d in result.diagnostics]),
+        reports.metrics_markdown(rows, title=f"robustlab: {det['name']}", summary=summary, notes=[f"diagnostic: {d}" for d in result.diagnostics], reference_rows=result.reference_rows),
     )
     folder.write_text("predictions.csv", reports.predictions_csv(prediction_records(result, data)))
     threshold = info["threshold"]
@@ -337,7 +376,11 @@ def write_run(folder: RunFolder, result: EvaluationResult, data: Dataset, *, max
         a = st.arrays()
         if len(a["idx"]):
             curves[f"{st.variant.variant} {st.variant.param}".strip()] = (a["y"], a["scores"])
-    reports.plot_roc_pr(curves, folder.path("plots/roc.png"), folder.path("plots/pr.png"), threshold=threshold)
+    chosen: dict[str, Any] = {}
+    sel = result.threshold_selection
+    if sel is not None:
+        chosen = {"val_curve": (sel.y, sel.scores), "reference_threshold": selection["default_threshold"], "threshold_label": f"{sel.strategy} on validation"}
+    reports.plot_roc_pr(curves, folder.path("plots/roc.png"), folder.path("plots/pr.png"), threshold=threshold, **chosen)
     pos = det["positive"]
     neg = "real" if pos == "fake" else "fake"
     reports.plot_confusion(confusion(result.y, predict(result.scores, threshold)), folder.path("plots/confusion_clean.png"), title=f"clean (threshold {threshold:g})", labels=(neg, pos))

@@ -69,12 +69,12 @@ def _num(v: Any, digits: int = 4) -> str:
     return "n/a" if v is None else f"{float(v):.{digits}f}"
 
 
-def _table_line(r: Mapping[str, Any]) -> str:
+def _table_line(r: Mapping[str, Any], title: str | None = None) -> str:
     n = int(r["n"])
     mis = int(r["misclassified"])
     rate = f"{100.0 * mis / n:.2f}%" if n else "n/a"
     cells = [
-        _md_escape(row_title(r)),
+        _md_escape(row_title(r) if title is None else title),
         _pct(r["accuracy"]),
         _pct(r["precision"]),
         _pct(r["recall"]),
@@ -119,9 +119,22 @@ def group_rows(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[Mappin
     return groups
 
 
-def metrics_markdown(rows: Sequence["MetricsRow | Mapping[str, Any]"], *, title: str | None = None, summary: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
-    """``metrics.md``: the tables users publish, one per attack, plus corruptions and notes."""
+def metrics_markdown(
+    rows: Sequence["MetricsRow | Mapping[str, Any]"],
+    *,
+    title: str | None = None,
+    summary: Sequence[str] = (),
+    notes: Sequence[str] = (),
+    reference_rows: Sequence["MetricsRow | Mapping[str, Any]"] = (),
+) -> str:
+    """``metrics.md``: the tables users publish, one per attack, plus corruptions and notes.
+
+    With ``reference_rows`` (the same sets at another threshold, e.g. 0.5 when the run's threshold
+    was picked on validation data), each row is preceded by its reference row, both titled
+    ``... @ threshold``.
+    """
     dicts = [_row_dict(r) for r in rows]
+    refs = {(r["set"], r["variant"], r["param"]): r for r in map(_row_dict, reference_rows)}
     out = io.StringIO()
     if title:
         out.write(f"# {_md_escape(title)}\n\n")
@@ -133,9 +146,16 @@ def metrics_markdown(rows: Sequence["MetricsRow | Mapping[str, Any]"], *, title:
     for heading, group in group_rows(dicts):
         out.write(f"## {_md_escape(heading)}\n\n{TABLE_HEADER}\n")
         for r in group:
-            out.write(_table_line(r) + "\n")
+            ref = refs.get((r["set"], r["variant"], r["param"]))
+            if ref is None:
+                out.write(_table_line(r) + "\n")
+                continue
+            out.write(_table_line(ref, f"{row_title(ref)} @ {float(ref['threshold']):g}") + "\n")
+            out.write(_table_line(r, f"{row_title(r)} @ {float(r['threshold']):g}") + "\n")
         out.write("\n")
-    if len(thresholds) == 1:
+    if len(thresholds) == 1 and refs:
+        out.write(f"Rows marked @ T: predicted fake when score >= T; every set is scored at {thresholds[0]:g}, and at {float(next(iter(refs.values()))['threshold']):g} for comparison.\n")
+    elif len(thresholds) == 1:
         out.write(f"Predicted fake when score >= {thresholds[0]:g}.\n")
     row_notes = [(row_title(r), r["note"]) for r in dicts if r.get("note")]
     if row_notes or notes:
@@ -181,10 +201,22 @@ def _plt():
     return plt
 
 
-def plot_roc_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], roc_path: Path, pr_path: Path, *, threshold: float | None = None) -> list[Path]:
+def plot_roc_pr(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    roc_path: Path,
+    pr_path: Path,
+    *,
+    threshold: float | None = None,
+    val_curve: tuple[np.ndarray, np.ndarray] | None = None,
+    reference_threshold: float | None = None,
+    threshold_label: str | None = None,
+) -> list[Path]:
     """ROC and PR curves, one line per set (label -> (y_true, y_score)); sets with one class skipped.
 
-    With ``threshold``, the point it gives on each curve is marked.
+    With ``threshold``, the point it gives on each curve is marked (dots). When the threshold was
+    picked on validation data: ``val_curve`` (y_true, y_score) is drawn dashed with the chosen
+    point as a star, ``reference_threshold`` (e.g. 0.5) is marked with crosses on every curve, and
+    ``threshold_label`` (e.g. "max-f1 on validation") names the threshold in the title.
     """
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
@@ -192,6 +224,26 @@ def plot_roc_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], roc_path: P
     written = []
     fig_roc, ax_roc = plt.subplots(figsize=(5.5, 5))
     fig_pr, ax_pr = plt.subplots(figsize=(5.5, 5))
+
+    def mark(y: np.ndarray, s: np.ndarray, t: float, style: str, colors: tuple[Any, Any], ms: float) -> None:
+        pred = s >= t
+        tp = np.sum(pred & (y == 1))
+        fp = np.sum(pred & (y == 0))
+        fn = np.sum(~pred & (y == 1))
+        tn = np.sum(~pred & (y == 0))
+        ax_roc.plot([fp / max(fp + tn, 1)], [tp / max(tp + fn, 1)], style, ms=ms, color=colors[0])
+        if tp + fp:
+            ax_pr.plot([tp / max(tp + fn, 1)], [tp / (tp + fp)], style, ms=ms, color=colors[1])
+
+    if val_curve is not None and threshold is not None and len(np.unique(np.asarray(val_curve[0]))) == 2:
+        vy, vs = np.asarray(val_curve[0]), np.asarray(val_curve[1])
+        vfpr, vtpr, _ = roc_curve(vy, vs)
+        ax_roc.plot(vfpr, vtpr, "--", lw=1.2, color="0.45", label="validation (threshold picked here)")
+        vprec, vrec, _ = precision_recall_curve(vy, vs)
+        ax_pr.plot(vrec, vprec, "--", lw=1.2, color="0.45", label="validation (threshold picked here)")
+        mark(vy, vs, threshold, "*", ("0.2", "0.2"), 11)
+        if reference_threshold is not None:
+            mark(vy, vs, reference_threshold, "x", ("0.2", "0.2"), 7)
     for label, (y, s) in curves.items():
         y = np.asarray(y)
         s = np.asarray(s)
@@ -201,19 +253,17 @@ def plot_roc_pr(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], roc_path: P
         ax_roc.plot(fpr, tpr, lw=1.5, label=f"{label} (AUC {auc(fpr, tpr):.3f})")
         prec, rec, _ = precision_recall_curve(y, s)
         ax_pr.plot(rec, prec, lw=1.5, label=label)
+        colors = (ax_roc.lines[-1].get_color(), ax_pr.lines[-1].get_color())
         if threshold is not None:
-            pred = s >= threshold
-            tp = np.sum(pred & (y == 1))
-            fp = np.sum(pred & (y == 0))
-            fn = np.sum(~pred & (y == 1))
-            tn = np.sum(~pred & (y == 0))
-            ax_roc.plot([fp / max(fp + tn, 1)], [tp / max(tp + fn, 1)], "o", ms=5, color=ax_roc.lines[-1].get_color())
-            if tp + fp:
-                ax_pr.plot([tp / max(tp + fn, 1)], [tp / (tp + fp)], "o", ms=5, color=ax_pr.lines[-1].get_color())
+            mark(y, s, threshold, "o", colors, 5)
+        if reference_threshold is not None:
+            mark(y, s, reference_threshold, "x", colors, 6)
     ax_roc.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax_roc.set(xlabel="False positive rate (real called fake)", ylabel="True positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
     ax_pr.set(xlabel="Recall", ylabel="Precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))
     suffix = f" (dots: threshold {threshold:g})" if threshold is not None else ""
+    if threshold is not None and threshold_label:
+        suffix = f"\nstar, dots: {threshold:.4g} ({threshold_label})" + (f"; crosses: {reference_threshold:g}" if reference_threshold is not None else "")
     ax_roc.set_title("ROC" + suffix)
     ax_pr.set_title("Precision-recall" + suffix)
     for ax in (ax_roc, ax_pr):

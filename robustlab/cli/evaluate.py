@@ -18,6 +18,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
+from robustlab.cli.threshold import selection_from_options, threshold_options
 
 
 @click.command("evaluate")
@@ -25,6 +26,7 @@ from robustlab.cli.common import (
 @click.argument("data", type=click.Path())
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/evaluate-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@threshold_options
 @detector_options
 @data_options
 @common_options
@@ -33,6 +35,7 @@ from robustlab.cli.common import (
 robustlab evaluate detector.yaml data/test --out runs/clean
 robustlab evaluate model.keras cifake/ --split test --scale 0-255 --out runs/b2
 robustlab evaluate detector.yaml test.csv --threshold 0.42 --out runs/t42
+robustlab evaluate detector.yaml data --split test --val data --val-split val --threshold-strategy max-f1
 """
 )
 @pass_state
@@ -50,6 +53,7 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     overrides, trust = pop_detector_overrides(kwargs)
     dataset = open_dataset(data, split=split, classes=class_map)
     det = load_detector(detector, trust_model=trust, **overrides)
+    selection = selection_from_options(state, det, dataset, kwargs, overrides, class_map)
     out = out or default_run_dir("evaluate", det.name)
     config: dict[str, Any] = {"detector": detector, "data": data, "split": split, "classes": class_map, "overrides": overrides, "trust_model": trust, "out": out}
     # Attacks and corruptions add their variants here (see robustlab.evaluate.Variant).
@@ -67,6 +71,7 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         progress=state.progress,
         command=command_line(),
         config=config,
+        threshold_selection=selection,
     )
     click.echo((Path(result.run_dir) / "metrics.md").read_text(encoding="utf-8"))
     echo_err(state, f"robustlab: run folder written: {result.run_dir}")

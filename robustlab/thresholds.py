@@ -1,0 +1,718 @@
+"""Decision thresholds picked on a validation set's precision-recall / ROC curve.
+
+A sample is predicted positive (fake, unless the detector says ``positive: real``) when
+``score >= threshold``, everywhere in robustlab.
+
+Strategies (:func:`parse_strategy` turns the user's string into a :class:`Strategy`):
+
+* ``max-f1``: the threshold at the F1 maximum of the precision-recall curve;
+* ``precision:P``: the highest recall whose precision is at least ``P`` (few real images called
+  fake: for teams where a false accusation is the costly error);
+* ``recall:R``: the highest precision whose recall is at least ``R`` (few fakes let through: for
+  teams where a missed fake is the costly error);
+* ``youden``: the maximum of Youden's J = TPR - FPR on the ROC curve;
+* ``fixed:T``: ``T`` itself (its precision / recall / F1 on the validation set are reported).
+
+Candidates, ties and plateaus (the documented rule):
+
+1. The candidate thresholds are the distinct validation scores, exactly the ``thresholds`` of
+   scikit-learn's ``precision_recall_curve`` (scores are in [0, 1], so a threshold always is).
+   Every threshold in ``(next lower score, candidate]`` gives the same validation predictions
+   (a *plateau*); robustlab picks the candidate itself, the top of its plateau, and reports the
+   plateau as ``plateau_low`` (exclusive) .. ``threshold`` (inclusive).
+2. Among candidates with the same value of the objective, the one with the better value of the
+   other metric of the pair wins (``precision:P``: higher precision; ``recall:R``: higher recall);
+   remaining ties go to the **higher threshold** (fewer images called fake).
+3. Objectives are compared exactly: F1 as ``2TP / (2TP + FP + FN)``, J as the integer
+   ``TP*N - FP*P`` over ``P*N``, precision and recall as ratios of counts (equal ratios of
+   integers are equal floats).
+
+Bad input (one class in the validation set, a target no threshold reaches, an unknown strategy)
+raises :class:`~robustlab.errors.RobustlabError` (exit code 2 at the CLI);
+:class:`ThresholdUnreachable` carries the best reachable point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+import numpy as np
+
+from robustlab.enums import StrEnum
+from robustlab.errors import RobustlabError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustlab.data import Dataset
+    from robustlab.detector import Detector, DetectorSpec
+
+DEFAULT_THRESHOLD = 0.5  # the uncalibrated reading of P(fake) that metrics.md compares against
+STRATEGY_HELP = "max-f1 | precision:P | recall:R | youden | fixed:T (P, R, T in [0, 1], e.g. precision:0.95)"
+
+
+class StrategyKind(StrEnum):
+    MAX_F1 = "max-f1"
+    PRECISION = "precision"
+    RECALL = "recall"
+    YOUDEN = "youden"
+    FIXED = "fixed"
+
+
+_NEEDS_VALUE = (StrategyKind.PRECISION, StrategyKind.RECALL, StrategyKind.FIXED)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A parsed strategy: ``kind`` and, for ``precision`` / ``recall`` / ``fixed``, ``value``."""
+
+    kind: StrategyKind
+    value: float | None = None
+
+    def __str__(self) -> str:
+        return str(self.kind) if self.value is None else f"{self.kind}:{self.value:g}"
+
+
+def parse_strategy(text: "str | Strategy") -> Strategy:
+    """``"max-f1"``, ``"precision:0.95"``, ``"recall:9/10"``, ``"youden"``, ``"fixed:0.4"`` -> Strategy.
+
+    Raises a one-line :class:`RobustlabError` for anything else.
+    """
+    if isinstance(text, Strategy):
+        return text
+    raw = str(text).strip()
+    name, sep, value_text = raw.partition(":")
+    name = name.strip().lower().replace("_", "-")
+    if name in ("maxf1", "f1"):
+        name = "max-f1"
+    kinds = {k.value: k for k in StrategyKind}
+    if name not in kinds:
+        raise RobustlabError(f"unknown threshold strategy {raw!r}", fix=f"use one of: {STRATEGY_HELP}")
+    kind = kinds[name]
+    if kind in _NEEDS_VALUE:
+        if not sep or not value_text.strip():
+            raise RobustlabError(f"threshold strategy {raw!r} needs a value", fix=f"write e.g. {kind}:0.95")
+        from robustlab.metrics import parse_fraction
+
+        try:
+            value = parse_fraction(value_text.strip(), what=f"{kind} value")
+        except ValueError:
+            raise RobustlabError(f"threshold strategy {raw!r}: {value_text.strip()!r} is not a number", fix=f"write e.g. {kind}:0.95") from None
+        low_ok = value >= 0.0 if kind is StrategyKind.FIXED else value > 0.0
+        if not (low_ok and value <= 1.0) or math.isnan(value):
+            rng = "[0, 1]" if kind is StrategyKind.FIXED else "(0, 1]"
+            raise RobustlabError(f"threshold strategy {raw!r}: {value:g} is outside {rng}", fix=f"write e.g. {kind}:0.95")
+        return Strategy(kind, float(value))
+    if sep:
+        raise RobustlabError(f"threshold strategy {raw!r} takes no value", fix=f"write just {kind}")
+    return Strategy(kind)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A threshold and what it gives on the validation set it was picked on.
+
+    ``precision`` / ``f1`` are ``None`` only for ``fixed:T`` when nothing scores ``>= T``.
+    ``plateau_low``: the next lower distinct validation score (exclusive; ``None`` when the
+    threshold is the lowest score): any threshold in ``(plateau_low, threshold]`` gives the same
+    validation predictions. ``candidates``: the number of distinct validation scores.
+    """
+
+    threshold: float
+    strategy: str
+    precision: float | None
+    recall: float
+    f1: float | None
+    accuracy: float
+    fpr: float
+    youden: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    n: int
+    plateau_low: float | None
+    candidates: int
+    target: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ThresholdUnreachable(RobustlabError):
+    """No candidate threshold reaches a ``precision:P`` / ``recall:R`` target; ``best`` is the
+    candidate that comes closest (the highest precision, or the highest recall)."""
+
+    def __init__(self, problem: str, *, best: ThresholdChoice, thing: "str | Path | None" = None, fix: str | None = None):
+        self.best = best
+        super().__init__(problem, thing=thing, fix=fix)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Counts at every candidate threshold, highest threshold first (scikit-learn's
+    ``_binary_clf_curve``): predicted positive = ``score >= thresholds[k]``.
+
+    All arrays are (K,): ``thresholds`` float64 (descending), ``tp`` / ``fp`` int64 (cumulative).
+    ``pos`` / ``neg``: positives / negatives in the set.
+    """
+
+    thresholds: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    pos: int
+    neg: int
+
+
+def _check_inputs(y_true: Any, y_score: Any, thing: "str | Path | None") -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).reshape(-1)
+    s = np.asarray(y_score, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"y_true has {y.shape[0]} labels, y_score {s.shape[0]} scores")
+    if len(y) == 0:
+        raise RobustlabError("the validation set is empty", thing=thing, fix="give a validation set with real and fake images")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must be 0/1 labels")
+    if not np.isfinite(s).all():
+        raise RobustlabError(f"{int((~np.isfinite(s)).sum())} validation score(s) are NaN or infinite", thing=thing, fix="check the detector's output")
+    y = y.astype(np.int64)
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == len(y):
+        have = "positive" if n_pos else "negative"
+        raise RobustlabError(
+            f"the validation set has one class only ({len(y)} {have} images)",
+            thing=thing,
+            fix="a threshold needs real and fake validation images",
+        )
+    return y, s
+
+
+def curve(y_true: Any, y_score: Any, *, thing: "str | Path | None" = None) -> Curve:
+    """Cumulative TP / FP at every distinct score, highest first (see :class:`Curve`).
+
+    ``y_true``: (N,) 0/1 labels (1 = positive class); ``y_score``: (N,) float scores.
+    """
+    y, s = _check_inputs(y_true, y_score, thing)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    y_sorted = y[order]
+    last_of_run = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    tp = np.cumsum(y_sorted)[last_of_run].astype(np.int64)
+    fp = (last_of_run + 1 - tp).astype(np.int64)
+    return Curve(s_sorted[last_of_run], tp, fp, int(tp[-1]), int(fp[-1]))
+
+
+def _choice_at(c: Curve, k: int, strategy: str, target: float | None) -> ThresholdChoice:
+    tp, fp = int(c.tp[k]), int(c.fp[k])
+    fn, tn = c.pos - tp, c.neg - fp
+    n = c.pos + c.neg
+    recall = tp / c.pos
+    fpr = fp / c.neg
+    return ThresholdChoice(
+        threshold=float(c.thresholds[k]),
+        strategy=strategy,
+        precision=tp / (tp + fp),
+        recall=recall,
+        f1=2 * tp / (2 * tp + fp + fn),
+        accuracy=(tp + tn) / n,
+        fpr=fpr,
+        youden=recall - fpr,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        n=n,
+        plateau_low=float(c.thresholds[k + 1]) if k + 1 < len(c.thresholds) else None,
+        candidates=len(c.thresholds),
+        target=target,
+    )
+
+
+def _choice_fixed(y: np.ndarray, s: np.ndarray, t: float, strategy: str, candidates: int) -> ThresholdChoice:
+    pred = s >= t
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    pos = int(y.sum())
+    neg = len(y) - pos
+    fn, tn = pos - tp, neg - fp
+    below = s[s < t]
+    recall = tp / pos
+    fpr = fp / neg
+    return ThresholdChoice(
+        threshold=float(t),
+        strategy=strategy,
+        precision=tp / (tp + fp) if tp + fp else None,
+        recall=recall,
+        f1=2 * tp / (2 * tp + fp + fn) if tp + fp else None,
+        accuracy=(tp + tn) / len(y),
+        fpr=fpr,
+        youden=recall - fpr,
+        tp=tp,
+        fp=fp,
+        tn=tn,
+        fn=fn,
+        n=len(y),
+        plateau_low=float(below.max()) if len(below) else None,
+        candidates=candidates,
+        target=float(t),
+    )
+
+
+def _best(primary: np.ndarray, secondary: np.ndarray | None, thresholds: np.ndarray, mask: np.ndarray | None = None) -> int:
+    """Index of the best candidate: max primary, then max secondary, then max threshold."""
+    keys = [thresholds]  # np.lexsort: the last key is the primary one
+    if secondary is not None:
+        keys.append(secondary)
+    keys.append(primary)
+    idx = np.arange(len(thresholds)) if mask is None else np.flatnonzero(mask)
+    order = np.lexsort([k[idx] for k in keys])
+    return int(idx[order[-1]])
+
+
+def pick_threshold(y_true: Any, y_score: Any, strategy: "str | Strategy", *, thing: "str | Path | None" = None) -> ThresholdChoice:
+    """Pick a threshold on validation labels and scores with ``strategy`` (see the module doc).
+
+    ``y_true``: (N,) 0/1 int labels, 1 = the positive class (fake unless the detector says
+    ``positive: real``); ``y_score``: (N,) float64 P(positive). ``thing`` names the validation
+    set in error messages. Returns a :class:`ThresholdChoice`; ``score >= threshold`` is positive.
+    """
+    strat = parse_strategy(strategy)
+    name = str(strat)
+    c = curve(y_true, y_score, thing=thing)
+    th = c.thresholds
+    if strat.kind is StrategyKind.FIXED:
+        y, s = _check_inputs(y_true, y_score, thing)
+        return _choice_fixed(y, s, float(strat.value), name, len(th))  # type: ignore[arg-type]
+    tp = c.tp
+    fp = c.fp
+    fn = c.pos - tp
+    precision = tp / (tp + fp)
+    recall = tp / c.pos
+    if strat.kind is StrategyKind.MAX_F1:
+        k = _best(2 * tp / (2 * tp + fp + fn), None, th)
+    elif strat.kind is StrategyKind.YOUDEN:
+        k = _best(tp * c.neg - fp * c.pos, None, th)
+    elif strat.kind is StrategyKind.PRECISION:
+        ok = precision >= strat.value
+        if not ok.any():
+            best = _choice_at(c, _best(precision, recall, th), name, strat.value)
+            raise ThresholdUnreachable(
+                f"no threshold reaches precision >= {strat.value:g} on the validation set; the best reachable is precision {best.precision:.4f} (recall {best.recall:.4f}) at threshold {best.threshold:.6g}",
+                best=best,
+                thing=thing,
+                fix=f"ask for precision:{math.floor(best.precision * 1000) / 1000:g} or less, or use max-f1",  # type: ignore[operator]
+            )
+        k = _best(recall, precision, th, ok)
+    else:  # RECALL
+        ok = recall >= strat.value
+        if not ok.any():  # only possible with a recall target above 1; kept for symmetry
+            best = _choice_at(c, _best(recall, precision, th), name, strat.value)
+            raise ThresholdUnreachable(
+                f"no threshold reaches recall >= {strat.value:g} on the validation set; the best reachable is recall {best.recall:.4f} at threshold {best.threshold:.6g}",
+                best=best,
+                thing=thing,
+                fix="ask for a lower recall",
+            )
+        k = _best(precision, recall, th, ok)
+    return _choice_at(c, k, name, strat.value)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """Percentile interval of the threshold picked on bootstrap resamples of the validation set.
+
+    Unpacks as ``low, high``. ``n``: resamples drawn; ``failed``: resamples on which the strategy
+    could not pick (one class drawn, target unreachable); they are left out. ``low`` / ``high`` /
+    ``std`` are ``None`` when every resample failed.
+    """
+
+    low: float | None
+    high: float | None
+    level: float
+    n: int
+    failed: int
+    std: float | None
+    seed: int
+
+    def __iter__(self) -> Iterator[float | None]:
+        yield self.low
+        yield self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def bootstrap_threshold(
+    y_true: Any,
+    y_score: Any,
+    strategy: "str | Strategy",
+    *,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    thing: "str | Path | None" = None,
+) -> BootstrapInterval:
+    """How stable the threshold is: pick it on ``n`` resamples (with replacement, same size) of
+    the validation set and return the central ``level`` percentile interval of the picks.
+
+    ``y_true`` (N,) 0/1, ``y_score`` (N,) float. Same ``seed`` -> same interval.
+    """
+    strat = parse_strategy(strategy)
+    y, s = _check_inputs(y_true, y_score, thing)
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    if not 0.0 < level < 1.0:
+        raise ValueError("level must be in (0, 1)")
+    if strat.kind is StrategyKind.FIXED:
+        t = float(strat.value)  # type: ignore[arg-type]
+        return BootstrapInterval(t, t, level, n, 0, 0.0, seed)
+    rng = np.random.default_rng([seed, 0xB007])
+    picks = []
+    failed = 0
+    for _ in range(n):
+        idx = rng.integers(0, len(y), size=len(y))
+        try:
+            picks.append(pick_threshold(y[idx], s[idx], strat).threshold)
+        except RobustlabError:
+            failed += 1
+    if not picks:
+        return BootstrapInterval(None, None, level, n, failed, None, seed)
+    arr = np.asarray(picks)
+    a = (1.0 - level) / 2.0
+    low, high = np.quantile(arr, [a, 1.0 - a])
+    return BootstrapInterval(float(low), float(high), level, n, failed, float(arr.std()), seed)
+
+
+# --------------------------------------------------------------------------- detectors and data sets
+
+
+def validation_scores(detector: "Detector", data: "Dataset", *, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Score a validation set: ``(y, scores)``, int64 (N,) positive-class labels and float64 (N,)
+    ``P(positive)``, in the order of the images read (unreadable files are skipped)."""
+    import sys
+
+    positive_is_fake = detector.positive == "fake"
+    ys, ss = [], []
+    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size)
+    if progress:
+        import click
+
+        with click.progressbar(length=len(data), label=f"scoring {len(data)} validation images", file=sys.stderr) as bar:
+            for b in batches:
+                ys.append(b.y if positive_is_fake else 1 - b.y)
+                ss.append(detector.scores(b.x))
+                bar.update(len(b.idx))
+    else:
+        for b in batches:
+            ys.append(b.y if positive_is_fake else 1 - b.y)
+            ss.append(detector.scores(b.x))
+    y = np.concatenate(ys).astype(np.int64) if ys else np.zeros((0,), np.int64)
+    s = np.concatenate(ss).astype(np.float64) if ss else np.zeros((0,), np.float64)
+    return y, s
+
+
+def _sources(data: "Dataset") -> frozenset[str]:
+    out = set()
+    for i in range(len(data)):
+        p = data.source(i)
+        if p is not None:
+            out.add(os.path.realpath(p))
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class Leakage:
+    """How a validation set relates to the evaluated set: same fingerprint, shared image files."""
+
+    same_data: bool
+    shared_images: int
+    val_fingerprint: str
+    data_fingerprint: str
+    allowed: bool
+
+    @property
+    def leaks(self) -> bool:
+        return self.same_data or self.shared_images > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _leakage(val_fp: str, val_sources: frozenset[str], val_n: int, val_root: Any, data: "Dataset", allow: bool) -> Leakage:
+    df = data.fingerprint()
+    shared = len(val_sources & _sources(data)) if val_sources else 0
+    leak = Leakage(same_data=val_fp == df, shared_images=shared, val_fingerprint=val_fp, data_fingerprint=df, allowed=allow)
+    if leak.leaks and not allow:
+        what = "is the evaluated data set (same fingerprint)" if leak.same_data else f"shares {shared} of its {val_n} images with the evaluated data set"
+        raise RobustlabError(
+            f"the validation set {what}: a threshold picked on it would be graded on its own images",
+            thing=val_root,
+            fix="give a separate validation split (e.g. --val DATA --val-split val), or pass --allow-same-data to do it anyway (the report flags it)",
+        )
+    return leak
+
+
+def check_leakage(val: "Dataset", data: "Dataset", *, allow_same_data: bool = False) -> Leakage:
+    """Refuse (RobustlabError) to evaluate on the images a threshold was picked on.
+
+    Compares :meth:`Dataset.fingerprint` of the two sets and the resolved image files they share.
+    With ``allow_same_data`` nothing is refused; the returned :class:`Leakage` says what leaked.
+    """
+    return _leakage(val.fingerprint(), _sources(val), len(val), val.root, data, allow_same_data)
+
+
+@dataclass
+class ThresholdSelection:
+    """A threshold picked on a validation set, with its provenance (what ``run.json`` records).
+
+    ``y`` / ``scores``: the validation labels and scores it was picked on (int64 / float64 (N,)).
+    """
+
+    choice: ThresholdChoice
+    interval: BootstrapInterval | None
+    val: dict[str, Any]
+    y: np.ndarray
+    scores: np.ndarray
+    leakage: Leakage | None = None
+    reference: ThresholdChoice | None = None  # the validation metrics at DEFAULT_THRESHOLD
+    _sources: frozenset[str] = field(default=frozenset(), repr=False)
+
+    @property
+    def threshold(self) -> float:
+        return self.choice.threshold
+
+    @property
+    def strategy(self) -> str:
+        return self.choice.strategy
+
+    @property
+    def same_data_allowed(self) -> bool:
+        return bool(self.leakage is not None and self.leakage.leaks and self.leakage.allowed)
+
+    def to_info(self) -> dict[str, Any]:
+        """The ``threshold_selection`` block of run.json."""
+        return {
+            "strategy": self.choice.strategy,
+            "threshold": self.choice.threshold,
+            "rule": "score >= threshold is positive; candidates are the distinct validation scores; ties -> the other metric of the pair, then the higher threshold",
+            "validation": self.val,
+            "validation_fingerprint": self.val.get("fingerprint"),
+            "on_validation": self.choice.to_dict(),
+            "at_default_threshold": None if self.reference is None else self.reference.to_dict(),
+            "default_threshold": DEFAULT_THRESHOLD,
+            "bootstrap": None if self.interval is None else self.interval.to_dict(),
+            "same_data": None if self.leakage is None else self.leakage.to_dict(),
+            "allow_same_data_used": self.same_data_allowed,
+        }
+
+    def against(self, data: "Dataset", *, allow_same_data: bool | None = None) -> Leakage:
+        """Check this selection against the set about to be evaluated (see :func:`check_leakage`);
+        records and returns the :class:`Leakage`. ``allow_same_data`` defaults to what the
+        selection was made with."""
+        if allow_same_data is None:
+            allow_same_data = self.leakage is not None and self.leakage.allowed
+        self.leakage = _leakage(self.val.get("fingerprint", ""), self._sources, int(self.val.get("n", 0)), self.val.get("root"), data, bool(allow_same_data))
+        return self.leakage
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100.0 * float(v):.2f}%"
+
+
+def selection_summary(info: Mapping[str, Any]) -> list[str]:
+    """Markdown lines for ``metrics.md`` from the ``threshold_selection`` block of run.json."""
+    from robustlab.reports import _md_escape
+
+    val = info.get("validation") or {}
+    on = info.get("on_validation") or {}
+    split = f", split {val['split']}" if val.get("split") else ""
+    lines = [
+        f"Threshold: **{info['threshold']:.6g}**, picked by `{info['strategy']}` on the validation set `{_md_escape(str(val.get('root')))}`{split} "
+        f"({val.get('scored', val.get('n'))} images, fingerprint {str(info.get('validation_fingerprint') or '')[:12]}): "
+        f"validation precision {_pct(on.get('precision'))}, recall {_pct(on.get('recall'))}, F1 {_pct(on.get('f1'))}."
+    ]
+    b = info.get("bootstrap")
+    if b and b.get("low") is not None:
+        failed = f"; {b['failed']} resamples could not pick" if b.get("failed") else ""
+        lines.append(f"Bootstrap {100 * b['level']:g}% interval of the threshold: [{b['low']:.4g}, {b['high']:.4g}] ({b['n']} resamples of the validation set, seed {b['seed']}{failed}).")
+    lines.append(f"Every set is scored at this threshold; the rows marked @ {info.get('default_threshold', DEFAULT_THRESHOLD):g} are the same images at the default threshold, for comparison.")
+    if info.get("allow_same_data_used"):
+        leak = info.get("same_data") or {}
+        what = "the evaluated images themselves" if leak.get("same_data") else f"{leak.get('shared_images')} of the evaluated images"
+        lines.append(f"**Warning: the threshold was picked on {what} (--allow-same-data); the rows at it are optimistic.**")
+    return lines
+
+
+def select_threshold(
+    detector: "Detector",
+    val: "Dataset",
+    strategy: "str | Strategy" = "max-f1",
+    *,
+    data: "Dataset | None" = None,
+    allow_same_data: bool = False,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> ThresholdSelection:
+    """Score ``val`` with ``detector`` and pick a threshold on it with ``strategy``.
+
+    With ``data`` (the set to be evaluated), first refuse leakage (see :func:`check_leakage`).
+    ``bootstrap``: resamples for the stability interval (0: none).
+    """
+    strat = parse_strategy(strategy)
+    leakage = check_leakage(val, data, allow_same_data=allow_same_data) if data is not None else None
+    y, s = validation_scores(detector, val, batch_size=batch_size, progress=progress)
+    thing = val.root
+    if len(y) == 0:
+        raise RobustlabError("no validation image could be read", thing=thing, fix="check the files (see the skipped list above)")
+    choice = pick_threshold(y, s, strat, thing=thing)
+    reference = pick_threshold(y, s, Strategy(StrategyKind.FIXED, DEFAULT_THRESHOLD), thing=thing)
+    interval = bootstrap_threshold(y, s, strat, n=bootstrap, seed=seed, thing=thing) if bootstrap > 0 else None
+    info = val.describe()
+    info["scored"] = int(len(y))
+    return ThresholdSelection(choice, interval, info, y, s, leakage, reference, _sources(val))
+
+
+# --------------------------------------------------------------------------- writing specs
+
+_THRESHOLD_LINE = re.compile(r"^threshold[ \t]*:[^\n]*$", re.MULTILINE)
+
+
+def spec_target(detector: "str | os.PathLike") -> Path:
+    """Where ``--write`` stores a threshold: the spec YAML itself, or, for a bare model path,
+    ``<model stem>.yaml`` beside the model (a SavedModel folder ``m/`` -> ``m.yaml``)."""
+    p = Path(detector)
+    if p.suffix.lower() in (".yaml", ".yml") and not p.is_dir():
+        return p
+    return p.parent / f"{p.stem if p.is_file() else p.name}.yaml"
+
+
+def _yaml_float(t: float) -> str:
+    return repr(float(t))  # shortest text that reads back as the same float64
+
+
+def write_threshold(
+    detector: "str | os.PathLike | DetectorSpec",
+    threshold: "float | ThresholdChoice | None",
+    *,
+    out: "str | os.PathLike | None" = None,
+    force: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+    comment: str | None = None,
+    dry_run: bool = False,
+) -> Path:
+    """Store ``threshold`` in a detector spec YAML; returns the file written (atomically).
+
+    * ``detector`` a spec YAML, no ``out``: its ``threshold:`` line is replaced (or added); the
+      rest of the file, comments included, is kept. A different threshold already there is only
+      replaced with ``force``. Refused when ``overrides`` change the spec (the stored threshold
+      would not belong to what the file says): write a new file with ``out``.
+    * ``detector`` a bare model path (or a :class:`DetectorSpec` without a source file): a new
+      spec ``<model stem>.yaml`` beside the model (or ``out``) with the spec, the overrides and
+      the threshold.
+    * ``out``: a new spec file; an existing file is only replaced with ``force``.
+
+    The model file is never touched. ``comment`` goes on the threshold line (one line).
+    ``dry_run``: make every check, write nothing, return the target (``threshold`` may then be
+    ``None``: "not known yet", checked as if it differed from one already there).
+    """
+    from robustlab.detector import DetectorSpec, make_spec, read_spec
+    from robustlab.runs import atomic_write_text
+
+    if threshold is None and not dry_run:
+        raise ValueError("threshold is None")
+    t = math.nan if threshold is None else float(threshold.threshold if isinstance(threshold, ThresholdChoice) else threshold)
+    if threshold is not None and (not (0.0 <= t <= 1.0) or math.isnan(t)):
+        raise ValueError(f"threshold {t} is outside [0, 1]")
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k != "threshold"}
+    if isinstance(detector, DetectorSpec):
+        full = detector
+        if overrides:
+            merged = {**{k: v for k, v in full.to_dict().items() if v is not None}, **overrides}
+            full = make_spec(merged, base_dir=Path.cwd(), source=full.source)
+        source = full.source
+    else:
+        full = read_spec(detector, overrides)
+        source = full.source
+    note = f"  # {' '.join(comment.split())}" if comment else ""
+
+    if out is None and source is not None:
+        base = read_spec(source)
+        if dataclasses.replace(base, threshold=0.0) != dataclasses.replace(full, threshold=0.0, source=base.source):
+            changed = [k for k in ("model", "weights", "input_size", "resize", "color", "scale", "output", "classes", "positive", "name") if getattr(base, k) != getattr(full, k)]
+            raise RobustlabError(
+                f"the threshold was picked with settings the spec does not have ({', '.join(changed) or 'overrides'})",
+                thing=source,
+                fix="write a new spec that records them with --write-to NEW.yaml",
+            )
+        text = Path(source).read_text(encoding="utf-8")
+        said = "threshold" in base.said
+        if said and base.threshold != t and not force:
+            raise RobustlabError(
+                f"already says threshold: {base.threshold:g}",
+                thing=source,
+                fix="pass --force to replace it" + ("" if math.isnan(t) else f" with {t:.6g}") + ", or --write-to NEW.yaml for a new spec",
+            )
+        if dry_run:
+            return Path(source)
+        line = f"threshold: {_yaml_float(t)}{note}"
+        matches = _THRESHOLD_LINE.findall(text)
+        if len(matches) == 1:
+            new_text = _THRESHOLD_LINE.sub(lambda m: line, text)
+        elif not matches and not said:
+            new_text = text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+        else:
+            new_text = None
+        if new_text is not None:
+            try:
+                check = read_spec_text(new_text, source)
+            except RobustlabError:
+                check = None
+            if check is None or check.threshold != t or dataclasses.replace(check, threshold=0.0) != dataclasses.replace(base, threshold=0.0):
+                new_text = None
+        if new_text is None:  # unusual layout (flow style, anchors...): rewrite the mapping
+            import yaml
+
+            values = yaml.safe_load(text)
+            values["threshold"] = t
+            new_text = yaml.safe_dump(values, sort_keys=False, default_flow_style=False)
+        atomic_write_text(source, new_text)
+        return Path(source)
+
+    target = Path(out) if out is not None else spec_target(full.model)
+    if target.exists() and not force:
+        raise RobustlabError("already exists", thing=target, fix="pass --force to replace it, or choose another file with --write-to")
+    if target.resolve() in (full.model.resolve(), *(p.resolve() for p in (full.weights, full.label_encoder) if p is not None)):
+        raise RobustlabError("is the model (or its weights), which is never overwritten", thing=target, fix="choose a .yaml file name with --write-to")
+    if dry_run:
+        return target
+    import yaml
+
+    values = {k: v for k, v in full.to_dict(relative_to=target.parent.resolve()).items() if v is not None and k != "threshold"}
+    body = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
+    header = "# detector spec written by robustlab threshold (see the README, section Detectors)\n"
+    atomic_write_text(target, header + body + f"threshold: {_yaml_float(t)}{note}\n")
+    return target
+
+
+def read_spec_text(text: str, source: "str | os.PathLike") -> "DetectorSpec":
+    """Parse spec YAML ``text`` as if it were the file ``source`` (paths relative to its folder)."""
+    import yaml
+
+    from robustlab.detector import make_spec
+
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise RobustlabError("not valid YAML", thing=source, fix="fix the YAML syntax") from None
+    if not isinstance(values, Mapping):
+        raise RobustlabError("a detector spec must be a YAML mapping", thing=source)
+    src = Path(source).resolve()
+    return make_spec(values, base_dir=src.parent, source=src)
