@@ -696,7 +696,7 @@ def write_threshold(
     import yaml
 
     values = {k: v for k, v in full.to_dict(relative_to=target.parent.resolve()).items() if v is not None and k != "threshold"}
-    body = yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
+    body = "".join(f"{k}: {yaml.safe_dump(v, default_flow_style=True)}" if isinstance(v, list) else yaml.safe_dump({k: v}, default_flow_style=False) for k, v in values.items())
     header = "# detector spec written by robustlab threshold (see the README, section Detectors)\n"
     atomic_write_text(target, header + body + f"threshold: {_yaml_float(t)}{note}\n")
     return target
