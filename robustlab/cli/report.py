@@ -1,0 +1,64 @@
+"""``robustlab report RUN``: HTML / Markdown / JSON / JUnit from a run folder alone; exit 1 when a policy fails."""
+from __future__ import annotations
+
+import click
+
+from robustlab.cli.common import State, common_options, echo_err, pass_state, with_examples
+
+
+def format_option(f):  # type: ignore[no-untyped-def]
+    return click.option(
+        "--format",
+        "formats",
+        metavar="LIST",
+        help="Comma-separated reports to write: html, md, json, junit (default: html,md,json, plus junit with --policy).",
+    )(f)
+
+
+def print_outcome(state: State, outcome) -> None:  # type: ignore[no-untyped-def]
+    """Rule results on stdout (one line each), files written and the baseline verdict on stderr."""
+    if outcome.policy is not None:
+        for r in outcome.policy.results:
+            click.echo(f"{'PASS' if r.passed else 'FAIL'}  {r.rule.text}: {r.message}")
+    if outcome.comparison is not None:
+        n = sum(c.regressed for c in outcome.comparison)
+        echo_err(state, f"robustlab: against the baseline: {n} of {len(outcome.comparison)} rows worse" if n else f"robustlab: against the baseline: no row worse ({len(outcome.comparison)} rows)")
+    for p in outcome.written:
+        echo_err(state, f"robustlab: wrote {p}")
+
+
+@click.command("report")
+@click.argument("run", type=click.Path())
+@click.option("--baseline", type=click.Path(), help="Another finished run of the same suite on the same data: adds a side-by-side table with deltas and enables regression() rules.")
+@click.option("--policy", type=click.Path(), help="Policy YAML (rules: ...); exit 1 when a rule fails, and junit.xml gets one test case per rule.")
+@format_option
+@click.option("--out", type=click.Path(), help="Folder for the reports (default: the run folder itself).")
+@common_options
+@with_examples(
+    """
+robustlab report runs/nightly
+robustlab report runs/nightly --policy configs/policies/nightly.yaml --baseline runs/last-night
+robustlab report runs/pr --policy configs/policies/ci-quick.yaml --format md,junit
+cat runs/pr/metrics.md >> "$GITHUB_STEP_SUMMARY"
+"""
+)
+@pass_state
+def command(state: State, run: str, baseline: str | None, policy: str | None, formats: str | None, out: str | None) -> None:
+    """Write reports for the finished run folder RUN (no model needed).
+
+    report.html is one self-contained page (plots and example images inlined); metrics.md is fit for
+    a CI job summary; report.json has rows, rule results and baseline deltas; junit.xml has one test
+    case per policy rule. With --policy, every rule is checked: exit code 1 when one fails (a rule
+    naming a row the run lacks fails too). An incomplete run folder, a policy syntax error or a
+    baseline with different sets: exit code 2 with a one-line error.
+    """
+    from robustlab.errors import PolicyFailed
+    from robustlab.publish import plan_report, report_run
+
+    plan = plan_report(policy=policy, baseline=baseline, formats=formats)
+    outcome = report_run(run, plan, out=out)
+    print_outcome(state, outcome)
+    if outcome.policy is not None and not outcome.policy.passed:
+        raise PolicyFailed(outcome.policy.summary())
+    if outcome.policy is not None:
+        echo_err(state, f"robustlab: {outcome.policy.summary()}")

@@ -1,0 +1,118 @@
+"""A few example images per variant, saved into ``RUN/examples/`` for the report's image strip.
+
+:func:`robustlab.evaluate.evaluate` picks ``per_class`` images of each class before the pass (from
+the attacked subset when there are attacks, so every variant has them), and while it streams it
+keeps those images: clean, each variant's delivered image and, for attacks, the perturbation
+magnified. Memory: ``2 * per_class * (1 + variants)`` images. ``examples/index.json``::
+
+    {"threshold": 0.5, "positive": "fake",
+     "images": [{"id": 3, "path": "fake/x.png", "label": 1, "label_name": "fake",
+                 "clean": {"file": "3_clean.png", "score": 0.93, "correct": true},
+                 "variants": [{"set": "adversarial", "variant": "fgsm", "param": "eps=0.0314",
+                               "file": "3_fgsm_eps=0.0314.png", "score": 0.12, "correct": false,
+                               "linf": 8.0, "perturbation": "3_fgsm_eps=0.0314_diff.png",
+                               "magnify": 15.9}]}]}
+
+Scores are P(positive); ``correct`` applies the run's threshold; ``linf`` is in /255 units.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+INDEX = "examples/index.json"
+
+
+def pick_examples(labels: np.ndarray, eligible: np.ndarray | None, per_class: int = 1) -> np.ndarray:
+    """Sorted image indices: the first ``per_class`` eligible images of each class (real, then fake).
+
+    ``labels`` int (N,) positive-class labels; ``eligible`` bool (N,) or None (all eligible).
+    """
+    labels = np.asarray(labels)
+    ok = np.ones(len(labels), bool) if eligible is None else np.asarray(eligible, bool)
+    chosen = [np.flatnonzero(ok & (labels == c))[:per_class] for c in (0, 1)]
+    return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros((0,), np.int64)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> PNG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def magnified_perturbation(clean: np.ndarray, delivered: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(uint8 (H, W, 3), factor)``: 128 + factor * (delivered - clean), factor so the largest change
+    reaches the edge of the range (mid grey = no change)."""
+    d = delivered.astype(np.int16) - clean.astype(np.int16)
+    peak = int(np.abs(d).max()) if d.size else 0
+    factor = 127.0 / peak if peak else 1.0
+    return np.clip(np.round(128.0 + factor * d), 0, 255).astype(np.uint8), factor
+
+
+@dataclass
+class ExampleCollector:
+    """Keeps the chosen images as the evaluation streams; :meth:`write` saves them."""
+
+    ids: np.ndarray
+    clean: dict[int, tuple[np.ndarray, float, int]] = field(default_factory=dict)  # id -> (image, score, label)
+    variants: dict[int, list[tuple[Any, np.ndarray, float]]] = field(default_factory=dict)  # id -> [(variant, delivered, score)]
+
+    def _mask(self, idx: np.ndarray) -> np.ndarray:
+        return np.isin(np.asarray(idx), self.ids)
+
+    def add_clean(self, idx: np.ndarray, x: np.ndarray, y: np.ndarray, scores: np.ndarray) -> None:
+        """One clean batch: ``x`` uint8 (B, H, W, 3), ``y`` (B,) labels, ``scores`` (B,)."""
+        for k in np.flatnonzero(self._mask(idx)):
+            self.clean[int(idx[k])] = (np.array(x[k]), float(scores[k]), int(y[k]))
+
+    def add_variant(self, variant: Any, idx: np.ndarray, delivered: np.ndarray, scores: np.ndarray) -> None:
+        """One variant's delivered batch: ``delivered`` uint8 (B, H, W, 3), ``scores`` (B,)."""
+        for k in np.flatnonzero(self._mask(idx)):
+            self.variants.setdefault(int(idx[k]), []).append((variant, np.array(delivered[k]), float(scores[k])))
+
+    def write(self, folder: Any, *, threshold: float, paths: Sequence[str], positive: str = "fake") -> None:
+        """PNGs and ``examples/index.json`` into a :class:`robustlab.runs.RunFolder` (nothing when empty)."""
+        from robustlab.reports import slug
+        from robustlab.runs import atomic_write_bytes
+
+        if not self.clean:
+            return
+        negative = "real" if positive == "fake" else "fake"
+        images = []
+        for i in sorted(self.clean):
+            img, score, label = self.clean[i]
+            entry: dict[str, Any] = {
+                "id": i,
+                "path": str(paths[i]),
+                "label": label,
+                "label_name": positive if label == 1 else negative,
+                "clean": {"file": f"{i}_clean.png", "score": score, "correct": bool((score >= threshold) == bool(label))},
+                "variants": [],
+            }
+            atomic_write_bytes(folder.path(f"examples/{i}_clean.png"), png_bytes(img))
+            for v, delivered, s in self.variants.get(i, []):
+                name = slug(f"{i}_{v.variant}_{v.param}")
+                ve: dict[str, Any] = {
+                    "set": str(v.kind),
+                    "variant": v.variant,
+                    "param": v.param,
+                    "file": f"{name}.png",
+                    "score": s,
+                    "correct": bool((s >= threshold) == bool(label)),
+                    "linf": float(np.abs(delivered.astype(np.int16) - img.astype(np.int16)).max()),
+                }
+                atomic_write_bytes(folder.path(f"examples/{name}.png"), png_bytes(delivered))
+                if str(v.kind) == "adversarial":
+                    diff, factor = magnified_perturbation(img, delivered)
+                    ve["perturbation"] = f"{name}_diff.png"
+                    ve["magnify"] = round(factor, 3)
+                    atomic_write_bytes(folder.path(f"examples/{name}_diff.png"), png_bytes(diff))
+                entry["variants"].append(ve)
+            images.append(entry)
+        folder.write_json(INDEX, {"threshold": threshold, "positive": positive, "images": images})

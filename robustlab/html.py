@@ -1,0 +1,378 @@
+"""``report.html``: one self-contained page for a run, that opens from disk.
+
+Everything is inlined: plots and example images are ``data:`` URIs, the style sheet is in the page,
+and a Content-Security-Policy forbids loading anything else (and running any script), so the file
+can be mailed, attached to a CI job or opened offline. Every string that came from the user or the
+file system (file names, spec names, commands, notes) goes through :func:`esc`.
+
+:func:`render_html` works from a :class:`robustlab.publish.RunData` (the run folder read back),
+optionally with a policy verdict and a baseline comparison.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shlex
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from robustlab.reports import group_rows, param_display, row_title
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustlab.policy import PolicyReport, RowComparison
+    from robustlab.publish import RunData
+
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+MAX_EXAMPLE_COLUMNS = 16
+MAX_LISTED_IMAGES = 20
+THUMB_MAX = 192  # example images larger than this are shown scaled down (files keep full size)
+
+STYLE = """
+:root { --fg:#1b1f24; --muted:#5b6570; --line:#d5dae0; --bg:#fff; --pass:#1a7f37; --fail:#c4212f; --warn:#9a6700; --head:#f3f5f7; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg); margin: 0 auto; max-width: 1200px; padding: 16px 24px 48px; }
+h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 28px 0 8px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+.muted { color: var(--muted); } code, pre { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+pre { background: var(--head); padding: 8px 10px; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
+table { border-collapse: collapse; margin: 6px 0 12px; }
+th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: right; vertical-align: top; }
+th { background: var(--head); font-weight: 600; } td:first-child, th:first-child { text-align: left; }
+table.kv td:first-child { font-weight: 600; white-space: nowrap; } table.kv td { text-align: left; }
+.pass { color: var(--pass); font-weight: 600; } .fail { color: var(--fail); font-weight: 600; }
+tr.regressed td { background: #fff0f0; } td.worse { color: var(--fail); } td.better { color: var(--pass); }
+.banner { padding: 10px 14px; border-radius: 6px; font-size: 16px; font-weight: 600; margin: 12px 0; }
+.banner.pass { background: #e6f4ea; } .banner.fail { background: #fde8ea; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0; }
+.card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 150px; }
+.card .v { font-size: 20px; font-weight: 600; } .card .k { color: var(--muted); font-size: 12px; }
+.plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; } figure { margin: 0; flex: 0 1 560px; } figure img { width: 100%; height: auto; border: 1px solid var(--line); }
+.plots.small figure { flex: 0 1 280px; }
+figcaption { color: var(--muted); font-size: 12px; }
+.strip { overflow-x: auto; } .strip table td { text-align: center; } .strip img { image-rendering: pixelated; width: 96px; height: auto; display: block; margin: 0 auto; }
+.conf { display: flex; flex-wrap: wrap; gap: 14px; } .conf table td, .conf table th { padding: 2px 6px; }
+ul.diag li { color: var(--warn); }
+table.images td, table.policy td { text-align: left; }
+"""
+
+
+def esc(value: Any) -> str:
+    """HTML-escaped text (quotes too) of any value."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def data_uri(png: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(png).decode('ascii')}"
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None else f"{100.0 * float(v):.2f}%"
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{float(v):.{digits}f}"
+
+
+def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{esc(k)}</td><td>{v}</td></tr>" for k, v in pairs if v not in (None, ""))
+    return f'<table class="kv">{body}</table>'
+
+
+def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = None) -> str:
+    """The publishable table, plus AP and realized perturbation (/255)."""
+    head = "<tr><th>Test Data</th><th>Accuracy</th><th>Precision</th><th>Recall</th><th>F1 Score</th><th>Misclassifications</th><th>AUC</th><th>AP</th><th>L&infin; (/255)</th><th>L2 (/255)</th></tr>"
+    out = []
+    for r in rows:
+        n, mis = int(r["n"]), int(r["misclassified"])
+        rate = f"{100.0 * mis / n:.2f}%" if n else "n/a"
+        out.append(
+            "<tr>"
+            f"<td>{esc(row_title(r))}</td><td>{_pct(r['accuracy'])}</td><td>{_pct(r['precision'])}</td><td>{_pct(r['recall'])}</td>"
+            f"<td>{_pct(r['f1'])}</td><td>{mis}/{n} ({rate})</td><td>{_num(r['auc'])}</td><td>{_num(r.get('ap'))}</td>"
+            f"<td>{_num(r.get('linf'), 2)}</td><td>{_num(r.get('l2'), 1)}</td>"
+            "</tr>"
+        )
+    ident = f' id="{esc(table_id)}"' if table_id else ""
+    return f'<table class="metrics"{ident}>{head}{"".join(out)}</table>'
+
+
+def _cards(rows: Sequence[Mapping[str, Any]]) -> str:
+    def worst(kind: str) -> Mapping[str, Any] | None:
+        cand = [r for r in rows if r["set"] == kind and r["accuracy"] is not None]
+        return min(cand, key=lambda r: r["accuracy"]) if cand else None
+
+    cards = []
+    clean = next((r for r in rows if r["set"] == "clean"), None)
+    if clean is not None:
+        cards.append(("clean accuracy", _pct(clean["accuracy"]), f"AUC {_num(clean['auc'])}"))
+    for kind, label in (("adversarial", "lowest adversarial accuracy"), ("corrupted", "lowest corrupted accuracy")):
+        w = worst(kind)
+        if w is not None:
+            cards.append((label, _pct(w["accuracy"]), f"{w['variant']} {param_display(w['param'])}"))
+    wc = worst("worst-case")
+    if wc is not None:
+        cards.append(("worst-case accuracy", _pct(wc["accuracy"]), "right clean and under everything"))
+    body = "".join(f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div><div class="k">{esc(sub)}</div></div>' for k, v, sub in cards)
+    return f'<div class="cards">{body}</div>'
+
+
+def _summary(run: "RunData") -> str:
+    info = run.info
+    det = info.get("detector") or {}
+    spec = det.get("spec") or {}
+    data = info.get("data") or {}
+    counts = data.get("counts") or {}
+    inp = det.get("input_size") or spec.get("input_size")
+    det_pairs = [
+        ("name", esc(det.get("name"))),
+        ("spec file", esc(det.get("spec_file"))),
+        ("format", esc(det.get("format"))),
+        ("input", esc(f"{inp[0]}x{inp[1]}" if inp else None)),
+        ("resize / color / scale", esc(f"{spec.get('resize')} / {spec.get('color')} / {spec.get('scale')}") if spec else ""),
+        ("output", esc(f"{det.get('output')} {det.get('classes')}")),
+        ("positive class", esc(det.get("positive"))),
+        ("threshold", esc(info.get("threshold"))),
+        ("logits from", esc(det.get("logits_from"))),
+    ]
+    data_pairs = [
+        ("root", esc(data.get("root"))),
+        ("layout", esc(data.get("kind"))),
+        ("split", esc(data.get("split"))),
+        ("images", esc(data.get("n"))),
+        ("per class", esc(", ".join(f"{k}: {v}" for k, v in counts.items())) if counts else ""),
+        ("skipped (unreadable)", esc(data.get("skipped"))),
+        ("fingerprint", f"<code>{esc(str(data.get('fingerprint') or '')[:16])}</code>" if data.get("fingerprint") else ""),
+    ]
+    if info.get("attacked"):
+        data_pairs.append(("attacked subset", esc(f"{info['attacked']} images (fraction {info.get('attack_fraction')}, stratified, seed {info.get('seed')})")))
+    return f'<div class="plots"><div><h3>Detector</h3>{_kv(det_pairs)}</div><div><h3>Data</h3>{_kv(data_pairs)}</div></div>'
+
+
+def _policy(report: "PolicyReport") -> str:
+    rows = []
+    for r in report.results:
+        cls = "pass" if r.passed else "fail"
+        rows.append(f'<tr><td class="{cls}">{"PASS" if r.passed else "FAIL"}</td><td><code>{esc(r.rule.text)}</code></td><td>{esc(r.rule.name)}</td><td style="text-align:left">{esc(r.message)}</td></tr>')
+    src = report.policy.source
+    return (
+        f"<h2>Policy <code>{esc(report.policy.name)}</code></h2>"
+        + (f'<p class="muted">{esc(src)}</p>' if src else "")
+        + f'<table class="policy"><tr><th>Result</th><th>Rule</th><th>Name</th><th>Found</th></tr>{"".join(rows)}</table>'
+    )
+
+
+def _comparison(comparison: Sequence["RowComparison"], baseline_name: str) -> str:
+    if not comparison:
+        return ""
+    metrics = [d.metric for d in comparison[0].deltas]
+    head = "<tr><th>Test Data</th>" + "".join(f'<th colspan="3">{esc(m)}</th>' for m in metrics) + "</tr>"
+    sub = "<tr><th></th>" + "<th>baseline</th><th>this run</th><th>&Delta;</th>" * len(metrics) + "</tr>"
+    body = []
+    for c in comparison:
+        cells = []
+        for d in c.deltas:
+            fmt = (lambda v: "n/a" if v is None else str(int(v))) if d.metric == "misclassified" else (lambda v: _num(v))
+            delta = "n/a" if d.delta is None else (f"{int(d.delta):+d}" if d.metric == "misclassified" else f"{d.delta:+.4f}")
+            cls = ' class="worse"' if d.regressed else (' class="better"' if d.improved else "")
+            mark = " &#9660;" if d.regressed else ""
+            cells.append(f"<td>{fmt(d.baseline)}</td><td>{fmt(d.run)}</td><td{cls}>{delta}{mark}</td>")
+        tr = '<tr class="regressed">' if c.regressed else "<tr>"
+        body.append(f'{tr}<td>{esc(row_title(c.row))}</td>{"".join(cells)}</tr>')
+    n_reg = sum(c.regressed for c in comparison)
+    verdict = f'<p class="fail">{n_reg} of {len(comparison)} rows are worse than the baseline (&#9660;).</p>' if n_reg else f'<p class="pass">No row is worse than the baseline ({len(comparison)} rows).</p>'
+    return f'<h2>Against baseline <code>{esc(baseline_name)}</code></h2>{verdict}<table class="baseline">{head}{sub}{"".join(body)}</table>'
+
+
+PLOT_CAPTIONS = {
+    "accuracy_vs_eps.png": "Accuracy vs eps (grey levels /255), from the clean accuracy at eps 0",
+    "accuracy_vs_severity.png": "Accuracy vs corruption severity, from the clean accuracy at severity 0",
+    "roc.png": "ROC curves; dots mark the run's threshold",
+    "pr.png": "Precision-recall curves; dots mark the run's threshold",
+}
+
+
+def _plots(plots: Mapping[str, bytes]) -> str:
+    order = [n for n in PLOT_CAPTIONS if n in plots]
+    conf = sorted(n for n in plots if n.startswith("confusion_"))
+    conf = [n for n in conf if n == "confusion_clean.png"] + [n for n in conf if n != "confusion_clean.png"]
+    other = sorted(n for n in plots if n not in order and n not in conf)
+
+    def fig(name: str) -> str:
+        cap = PLOT_CAPTIONS.get(name) or name.removesuffix(".png").replace("_", " ")
+        return f'<figure><img class="plot" src="{data_uri(plots[name])}" alt="{esc(name)}"><figcaption>{esc(cap)}</figcaption></figure>'
+
+    out = ""
+    if order:
+        out += "<h2>Plots</h2><div class=\"plots\">" + "".join(fig(n) for n in order) + "</div>"
+    if conf:
+        out += "<h3>Confusion matrices</h3><div class=\"plots small\">" + "".join(fig(n) for n in conf) + "</div>"
+    if other:
+        out += "<h3>Other plots</h3><div class=\"plots\">" + "".join(fig(n) for n in other) + "</div>"
+    return out
+
+
+def _confusion_tables(run: "RunData") -> str:
+    conf = run.confusions()
+    if not conf:
+        return ""
+    pos = (run.info.get("detector") or {}).get("positive", "fake")
+    neg = "real" if pos == "fake" else "fake"
+    parts = []
+    for (kind, variant, param), (tn, fp, fn, tp) in conf:
+        title = "clean" if kind == "clean" else f"{kind}: {variant} {param_display(param)}"
+        parts.append(
+            f'<table class="confusion"><tr><th colspan="3">{esc(title)}</th></tr>'
+            f"<tr><th></th><th>pred {esc(neg)}</th><th>pred {esc(pos)}</th></tr>"
+            f"<tr><th>true {esc(neg)}</th><td>{tn}</td><td>{fp}</td></tr>"
+            f"<tr><th>true {esc(pos)}</th><td>{fn}</td><td>{tp}</td></tr></table>"
+        )
+    return f'<h3>Confusion counts per set (threshold {esc(run.info.get("threshold"))})</h3><div class="conf">{"".join(parts)}</div>'
+
+
+def _strip(run: "RunData") -> str:
+    ex = run.examples
+    if not ex or not ex.get("images"):
+        return ""
+    rows = []
+    n_hidden = 0
+    for im in ex["images"]:
+        clean = im["clean"]
+        cells = [
+            f'<td><b>{esc(im.get("label_name"))}</b><br><span class="muted">{esc(im.get("path"))}</span></td>',
+            _example_cell(run, clean["file"], f"clean: {clean['score']:.3f}", clean.get("correct")),
+        ]
+        variants = im.get("variants", [])
+        n_hidden = max(n_hidden, len(variants) - MAX_EXAMPLE_COLUMNS)
+        for v in variants[:MAX_EXAMPLE_COLUMNS]:
+            label = f"{v['variant']} {param_display(v['param'])}: {v['score']:.3f}"
+            cells.append(_example_cell(run, v["file"], label, v.get("correct"), note=f"L&infin; {v.get('linf', 0):.0f}/255"))
+            if v.get("perturbation"):
+                cells.append(_example_cell(run, v["perturbation"], f"perturbation &times;{v.get('magnify', 1):.1f}", None, raw_label=True))
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    more = f'<p class="muted">{n_hidden} more variants per image in <code>examples/</code>.</p>' if n_hidden > 0 else ""
+    pos = ex.get("positive", "fake")
+    return (
+        "<h2>Example images</h2>"
+        f'<p class="muted">Score = P({esc(pos)}); green = right, red = wrong at threshold {esc(ex.get("threshold"))}. '
+        "Perturbations are magnified around mid grey (no change).</p>"
+        f'<div class="strip"><table class="examples">{"".join(rows)}</table></div>{more}'
+    )
+
+
+def _example_cell(run: "RunData", file: str, label: str, correct: bool | None, *, note: str = "", raw_label: bool = False) -> str:
+    png = run.example_png(file)
+    if png is None:
+        return f"<td>{esc(label)}<br><span class=\"muted\">missing {esc(file)}</span></td>"
+    cls = "" if correct is None else (' class="pass"' if correct else ' class="fail"')
+    text = label if raw_label else esc(label)
+    extra = f'<br><span class="muted">{note}</span>' if note else ""
+    return f'<td><img class="example" src="{data_uri(png)}" alt="{esc(file)}"><span{cls}>{text}</span>{extra}</td>'
+
+
+def _image_lists(run: "RunData") -> str:
+    wrong = run.misclassified_clean(MAX_LISTED_IMAGES)
+    flips = run.flipped(MAX_LISTED_IMAGES)
+    out = ""
+    if wrong:
+        body = "".join(f"<tr><td>{esc(p)}</td><td>{esc(lbl)}</td><td>{s:.4f}</td></tr>" for p, lbl, s in wrong)
+        out += f'<h3>Misclassified clean images (most confident first, up to {MAX_LISTED_IMAGES})</h3><table class="images"><tr><th>Image</th><th>True</th><th>Score</th></tr>{body}</table>'
+    if flips:
+        body = "".join(f"<tr><td>{esc(p)}</td><td>{esc(lbl)}</td><td>{esc(v)}</td><td>{a:.4f}</td><td>{b:.4f}</td></tr>" for p, lbl, v, a, b in flips)
+        out += f'<h3>Images right when clean and wrong under a variant (largest score change first, up to {MAX_LISTED_IMAGES})</h3><table class="images"><tr><th>Image</th><th>True</th><th>Variant</th><th>Clean score</th><th>Score</th></tr>{body}</table>'
+    return f"<h2>Images</h2>{out}" if out else ""
+
+
+def _diagnostics(run: "RunData") -> str:
+    diags = list(run.info.get("diagnostics") or [])
+    notes = [(row_title(r), r["note"]) for r in run.rows if r.get("note")]
+    skipped = (run.info.get("data") or {}).get("skipped_files") or {}
+    out = "<h2>Diagnostics</h2>"
+    if diags:
+        out += '<ul class="diag">' + "".join(f"<li>{esc(d)}</li>" for d in diags) + "</ul>"
+    else:
+        out += '<p class="pass">No diagnostic warnings.</p>'
+    if notes:
+        out += "<h3>Notes on rows</h3><ul>" + "".join(f"<li><b>{esc(t)}</b>: {esc(n)}</li>" for t, n in notes) + "</ul>"
+    if skipped:
+        items = list(skipped.items())
+        out += f"<h3>Skipped files ({len(items)})</h3><ul>" + "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in items[:50]) + "</ul>"
+        if len(items) > 50:
+            out += f'<p class="muted">and {len(items) - 50} more (run.json: data.skipped_files).</p>'
+    return out
+
+
+def _provenance(run: "RunData") -> str:
+    info = run.info
+    cmd = info.get("command")
+    pairs = [
+        ("command", f"<code>{esc(shlex.join(cmd))}</code>" if cmd else ""),
+        ("run folder", f"<code>{esc(run.path)}</code>"),
+        ("seed", esc(info.get("seed"))),
+        ("batch size", esc(info.get("batch_size"))),
+        ("threshold", esc(info.get("threshold"))),
+        ("variants", esc(", ".join(f"{v['variant']} {param_display(v['param'])}".strip() for v in info.get("variants") or []))),
+    ]
+    versions = info.get("versions") or {}
+    timings = info.get("timings") or {}
+    out = "<h2>How this run was made</h2>" + _kv(pairs)
+    if versions:
+        out += "<h3>Versions</h3>" + _kv([(k, esc(v)) for k, v in versions.items()])
+    if timings:
+        out += "<h3>Timings</h3><pre>" + esc(json.dumps(timings, indent=2)) + "</pre>"
+    cfg = info.get("config")
+    if cfg:
+        out += "<h3>Configuration</h3><pre>" + esc(json.dumps(cfg, indent=2, default=str)) + "</pre>"
+    extra = {k: v for k, v in info.items() if k in ("threshold_selection", "suite", "policy")}
+    if extra:
+        out += "<h3>More</h3><pre>" + esc(json.dumps(extra, indent=2, default=str)) + "</pre>"
+    return out
+
+
+def render_html(
+    run: "RunData",
+    *,
+    policy: "PolicyReport | None" = None,
+    comparison: "Sequence[RowComparison] | None" = None,
+    baseline_name: str | None = None,
+) -> str:
+    """The whole page as a string (UTF-8 when written)."""
+    from robustlab import __version__
+
+    det = run.info.get("detector") or {}
+    name = det.get("name") or run.path.name
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>robustlab: {esc(name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>robustlab report: {esc(name)}</h1>",
+        f'<p class="muted">Run <code>{esc(run.path)}</code>; report by robustlab {esc(__version__)}.</p>',
+    ]
+    if policy is not None:
+        cls = "pass" if policy.passed else "fail"
+        verdict = f"Policy {esc(policy.policy.name)}: {len(policy.results)} rules passed" if policy.passed else f"Policy {esc(policy.policy.name)} FAILED: {len(policy.failed)} of {len(policy.results)} rules"
+        parts.append(f'<div class="banner {cls}" id="verdict">{verdict}</div>')
+    parts.append(_cards(run.rows))
+    parts.append("<h2>Summary</h2>" + _summary(run))
+    if policy is not None:
+        parts.append(_policy(policy))
+    if comparison is not None:
+        parts.append(_comparison(comparison, baseline_name or "baseline"))
+    parts.append("<h2>Results</h2>")
+    parts.append(f'<p class="muted">Predicted {esc(det.get("positive", "fake"))} when score &ge; {esc(run.info.get("threshold"))}. '
+                 "Adversarial rows are the attacked subset; mixed rows are all clean images plus the adversarial ones. "
+                 "L&infin; / L2: mean realized perturbation of the delivered uint8 images, in grey levels.</p>")
+    for i, (heading, group) in enumerate(group_rows(run.rows)):
+        parts.append(f"<h3>{esc(heading)}</h3>" + metrics_table(group, table_id=f"table-{i}"))
+    if run.reference_rows:
+        t = run.reference_rows[0].get("threshold")
+        parts.append(f"<h3>The same sets at threshold {esc(t)}</h3>" + metrics_table(run.reference_rows, table_id="table-reference"))
+    parts.append(_plots(run.plots))
+    parts.append(_confusion_tables(run))
+    parts.append(_strip(run))
+    parts.append(_image_lists(run))
+    parts.append(_diagnostics(run))
+    parts.append(_provenance(run))
+    parts.append("</body></html>\n")
+    return "\n".join(p for p in parts if p)
