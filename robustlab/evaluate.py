@@ -236,6 +236,9 @@ def evaluate(
         in_subset = np.zeros(len(data), dtype=bool)
         in_subset[subset] = True
         stats = [VariantStats(v) for v in variants]
+        from robustlab.examples import ExampleCollector, pick_examples  # images for the report's strip
+
+        examples = ExampleCollector(pick_examples(y_all, in_subset if len(subset) else None))
         idx_parts, y_parts, s_parts = [], [], []
         t_clean = 0.0
         batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size)
@@ -246,6 +249,7 @@ def evaluate(
             t = time.time()
             s_clean = detector.scores(batch.x)
             t_clean += time.time() - t
+            examples.add_clean(batch.idx, batch.x, y, s_clean)
             idx_parts.append(batch.idx)
             y_parts.append(y)
             s_parts.append(s_clean)
@@ -261,6 +265,7 @@ def evaluate(
                     raise TypeError(f"variant {v.variant} returned {delivered.dtype} {delivered.shape}, expected uint8 {x_in.shape}")
                 s_v = detector.scores(delivered)
                 st.seconds += time.time() - t
+                examples.add_variant(v, batch.idx[sel], delivered, s_v)
                 linf, l2 = perturbation_norms(x_in, delivered)
                 st.idx.append(batch.idx[sel])
                 st.y.append(y[sel])
@@ -322,6 +327,10 @@ def evaluate(
             info.update(extra_info)
         if folder is not None:
             write_run(folder, result, data, max_curve_sets=max_curve_sets)
+            examples.write(folder, threshold=threshold, paths=data.paths, positive=detector.positive)
+            from robustlab.publish import write_run_html
+
+            write_run_html(folder.dir, info, final=folder.final)  # report.html, from the files just written
             result.run_dir = folder.commit(info)
         return result
     except BaseException:

@@ -26,6 +26,10 @@ from robustlab.cli.threshold import selection_from_options, threshold_options
 @click.argument("data", type=click.Path())
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/evaluate-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.option("--suite", "suite_path", type=click.Path(), help="Suite YAML: attacks, corruptions, attack_fraction and policy to run (ready ones in configs/suites/).")
+@click.option("--policy", "policy_path", type=click.Path(), help="Policy YAML to check the run against (default: the suite's): exit 1 when a rule fails; writes junit.xml.")
+@click.option("--baseline", "baseline_path", type=click.Path(), help="A finished run of the same suite on the same data: side-by-side deltas, regression() rules.")
+@click.option("--format", "report_formats", metavar="LIST", help="Reports written at the end: html, md, json, junit (default: html,md,json, plus junit with a policy).")
 @threshold_options
 @detector_options
 @data_options
@@ -36,6 +40,8 @@ robustlab evaluate detector.yaml data/test --out runs/clean
 robustlab evaluate model.keras cifake/ --split test --scale 0-255 --out runs/b2
 robustlab evaluate detector.yaml test.csv --threshold 0.42 --out runs/t42
 robustlab evaluate detector.yaml data --split test --val data --val-split val --threshold-strategy max-f1
+robustlab evaluate detector.yaml data/test --suite configs/suites/ci-quick.yaml --out runs/pr
+robustlab evaluate detector.yaml data/test --suite configs/suites/nightly.yaml --baseline runs/last --out runs/nightly
 """
 )
 @pass_state
@@ -49,6 +55,14 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     from robustlab.data import open_dataset
     from robustlab.detector import load_detector
     from robustlab.evaluate import evaluate
+    from robustlab.publish import plan_report
+    from robustlab.suites import load_suite
+
+    suite_path, policy_path, baseline_path, report_formats = (kwargs.pop(k, None) for k in ("suite_path", "policy_path", "baseline_path", "report_formats"))
+    suite = load_suite(suite_path) if suite_path else None
+    # policy and baseline are checked before the (long) evaluation, the suite's strings too
+    plan = plan_report(policy=policy_path or (suite.policy if suite else None), baseline=baseline_path, formats=report_formats)
+    suite_variants = suite.variants() if suite else []
 
     overrides, trust = pop_detector_overrides(kwargs)
     dataset = open_dataset(data, split=split, classes=class_map)
@@ -59,6 +73,16 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     # Attacks and corruptions add their variants here (see robustlab.evaluate.Variant).
     variants: list[Any] = []
     attack_fraction = 1.0
+    if suite is not None:  # the suite's attacks and corruptions, after the flags' (repeats run once)
+        for sv in suite_variants:
+            if hasattr(sv, "check_input_size"):
+                sv.check_input_size(det.input_size, thing=suite.source)
+        seen = {(v.variant, v.param) for v in variants}
+        variants.extend(sv for sv in suite_variants if (sv.variant, sv.param) not in seen)
+        if suite.attack_fraction is not None:
+            attack_fraction = suite.attack_fraction
+        config["suite"] = suite.to_info()
+    plan.check_data(dataset.fingerprint(), data)
     result = evaluate(
         det,
         dataset,
@@ -75,3 +99,11 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     )
     click.echo((Path(result.run_dir) / "metrics.md").read_text(encoding="utf-8"))
     echo_err(state, f"robustlab: run folder written: {result.run_dir}")
+    from robustlab.cli.report import print_outcome
+    from robustlab.errors import PolicyFailed
+    from robustlab.publish import report_run
+
+    outcome = report_run(result.run_dir, plan)  # policy verdict, baseline deltas, junit.xml
+    print_outcome(state, outcome)
+    if not outcome.passed:
+        raise PolicyFailed(outcome.policy.summary())  # type: ignore[union-attr]
