@@ -266,4 +266,8 @@ def run_demo(
 
 def demo_variants() -> list[Any]:
     """The attacks and corruptions the demo runs (grows as capabilities land)."""
-    return []
+    from robustlab.corruptions import parse_corruptions
+
+    variants: list[Any] = []
+    variants.extend(parse_corruptions(["jpeg:1-5", "blur:1-5", "resize:1-5"]))
+    return variants

@@ -303,6 +303,10 @@ def evaluate(
             "attacked": int(len(subset)),
             "variants": [{"set": str(v.kind), "variant": v.variant, "param": v.param} for v in variants],
         }
+        if any(r.set == SetKind.CORRUPTED.value for r in rows):
+            from robustlab.reports import corruption_summary
+
+            info["corruption_summary"] = corruption_summary(rows)
         if threshold_selection is not None:
             info["threshold_selection"] = threshold_selection.to_info()
         result = EvaluationResult(rows, None, info, idx, y, scores, stats, [], reference_rows, threshold_selection)

@@ -153,6 +153,7 @@ def metrics_markdown(
             out.write(_table_line(ref, f"{row_title(ref)} @ {float(ref['threshold']):g}") + "\n")
             out.write(_table_line(r, f"{row_title(r)} @ {float(r['threshold']):g}") + "\n")
         out.write("\n")
+    out.write(corruption_summary_markdown(dicts))
     if len(thresholds) == 1 and refs:
         out.write(f"Rows marked @ T: predicted fake when score >= T; every set is scored at {thresholds[0]:g}, and at {float(next(iter(refs.values()))['threshold']):g} for comparison.\n")
     elif len(thresholds) == 1:
@@ -164,6 +165,91 @@ def metrics_markdown(
             out.write(f"- {_md_escape(n)}\n")
         for name, note in row_notes:
             out.write(f"- {_md_escape(name)}: {_md_escape(note)}\n")
+    return out.getvalue()
+
+
+def _severity_list(sevs: Sequence[int]) -> str:
+    """[1, 2, 3, 5] -> ``1-3,5``."""
+    parts: list[str] = []
+    for s in sorted(sevs):
+        if parts and s == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{s}"
+        else:
+            parts.append(str(s))
+    return ",".join(parts)
+
+
+def corruption_summary(rows: Sequence["MetricsRow | Mapping[str, Any]"]) -> list[dict[str, Any]]:
+    """One entry per corruption over its severities, plus ``all`` (the mean over corruptions).
+
+    ``mean_accuracy``: mean over the severities run; ``drop``: clean accuracy minus it, i.e. the
+    mean over severities of (corrupted error - clean error), the relative corruption error of
+    Hendrycks & Dietterich (ICLR 2019) without their AlexNet normalisation; ``mean_error`` = 1 -
+    mean_accuracy (their unnormalised corruption error); the worst severity and its accuracy.
+    Empty when there are no corrupted rows.
+    """
+    dicts = [_row_dict(r) for r in rows]
+    clean = next((r["accuracy"] for r in dicts if r["set"] == "clean"), None)
+    by_name: dict[str, dict[int, float]] = {}
+    for r in dicts:
+        if r["set"] != "corrupted" or r["accuracy"] is None:
+            continue
+        sev = _param_value(r.get("param") or "", "severity")
+        if sev is None:
+            continue
+        by_name.setdefault(r["variant"], {})[int(sev)] = float(r["accuracy"])
+    out: list[dict[str, Any]] = []
+    for name, accs in by_name.items():
+        mean = float(np.mean(list(accs.values())))
+        worst = min(accs, key=lambda s: (accs[s], -s))
+        out.append(
+            {
+                "corruption": name,
+                "severities": sorted(accs),
+                "accuracy_by_severity": {str(s): accs[s] for s in sorted(accs)},
+                "mean_accuracy": mean,
+                "mean_error": 1.0 - mean,
+                "clean_accuracy": clean,
+                "drop": None if clean is None else float(clean) - mean,
+                "worst_severity": worst,
+                "worst_accuracy": accs[worst],
+            }
+        )
+    if len(out) > 1:
+        mean = float(np.mean([e["mean_accuracy"] for e in out]))
+        worst_entry = min(out, key=lambda e: e["worst_accuracy"])
+        out.append(
+            {
+                "corruption": "all",
+                "severities": sorted({s for e in out for s in e["severities"]}),
+                "accuracy_by_severity": {},
+                "mean_accuracy": mean,
+                "mean_error": 1.0 - mean,
+                "clean_accuracy": clean,
+                "drop": None if clean is None else float(clean) - mean,
+                "worst_severity": f"{worst_entry['corruption']}:{worst_entry['worst_severity']}",
+                "worst_accuracy": worst_entry["worst_accuracy"],
+            }
+        )
+    return out
+
+
+def corruption_summary_markdown(rows: Sequence["MetricsRow | Mapping[str, Any]"]) -> str:
+    """The ``## Corruption summary`` section of metrics.md (empty without corrupted rows)."""
+    entries = corruption_summary(rows)
+    if not entries:
+        return ""
+    out = io.StringIO()
+    out.write("## Corruption summary\n\n| Corruption | Severities | Mean accuracy | Drop from clean | Worst severity (accuracy) |\n| --- | --- | --- | --- | --- |\n")
+    for e in entries:
+        name = "All corruptions (mean)" if e["corruption"] == "all" else e["corruption"]
+        drop = "n/a" if e["drop"] is None else f"{100.0 * e['drop']:.2f} pp"
+        out.write(f"| {_md_escape(name)} | {_severity_list(e['severities'])} | {_pct(e['mean_accuracy'])} | {drop} | {_md_escape(str(e['worst_severity']))} ({_pct(e['worst_accuracy'])}) |\n")
+    out.write(
+        "\nMean accuracy is over the severities run; drop from clean = clean accuracy - mean accuracy, "
+        "the mean over severities of (corrupted error - clean error): the relative corruption error of "
+        "Hendrycks & Dietterich (2019), not normalised by a baseline model.\n\n"
+    )
     return out.getvalue()
 
 

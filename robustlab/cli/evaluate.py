@@ -30,6 +30,7 @@ from robustlab.cli.threshold import selection_from_options, threshold_options
 @click.option("--policy", "policy_path", type=click.Path(), help="Policy YAML to check the run against (default: the suite's): exit 1 when a rule fails; writes junit.xml.")
 @click.option("--baseline", "baseline_path", type=click.Path(), help="A finished run of the same suite on the same data: side-by-side deltas, regression() rules.")
 @click.option("--format", "report_formats", metavar="LIST", help="Reports written at the end: html, md, json, junit (default: html,md,json, plus junit with a policy).")
+@click.option("--corruption", "corruptions", multiple=True, metavar="NAME[:SEVERITIES]", help="Add corrupted sets (repeatable): jpeg, blur, resize, noise, social, e.g. jpeg:1-5 or blur:3 (default severities 1-5).")
 @threshold_options
 @detector_options
 @data_options
@@ -39,6 +40,7 @@ from robustlab.cli.threshold import selection_from_options, threshold_options
 robustlab evaluate detector.yaml data/test --out runs/clean
 robustlab evaluate model.keras cifake/ --split test --scale 0-255 --out runs/b2
 robustlab evaluate detector.yaml test.csv --threshold 0.42 --out runs/t42
+robustlab evaluate detector.yaml data/test --corruption jpeg:1-5 --corruption blur:3 --out runs/corrupted
 robustlab evaluate detector.yaml data --split test --val data --val-split val --threshold-strategy max-f1
 robustlab evaluate detector.yaml data/test --suite configs/suites/ci-quick.yaml --out runs/pr
 robustlab evaluate detector.yaml data/test --suite configs/suites/nightly.yaml --baseline runs/last --out runs/nightly
@@ -64,6 +66,9 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     plan = plan_report(policy=policy_path or (suite.policy if suite else None), baseline=baseline_path, formats=report_formats)
     suite_variants = suite.variants() if suite else []
 
+    from robustlab.corruptions import parse_corruptions
+
+    corruption_variants = parse_corruptions(kwargs.pop("corruptions", ()))
     overrides, trust = pop_detector_overrides(kwargs)
     dataset = open_dataset(data, split=split, classes=class_map)
     det = load_detector(detector, trust_model=trust, **overrides)
@@ -72,6 +77,11 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     config: dict[str, Any] = {"detector": detector, "data": data, "split": split, "classes": class_map, "overrides": overrides, "trust_model": trust, "out": out}
     # Attacks and corruptions add their variants here (see robustlab.evaluate.Variant).
     variants: list[Any] = []
+    for cv in corruption_variants:
+        cv.check_input_size(det.input_size, thing=detector)
+    variants.extend(corruption_variants)
+    if corruption_variants:
+        config["corruptions"] = [f"{cv.name}:{cv.severity}" for cv in corruption_variants]
     attack_fraction = 1.0
     if suite is not None:  # the suite's attacks and corruptions, after the flags' (repeats run once)
         for sv in suite_variants:
