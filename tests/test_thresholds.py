@@ -159,6 +159,25 @@ def test_bootstrap_interval_is_seeded_and_narrows_with_more_data():
     assert tuple(bootstrap_threshold(y_small, s_small, "fixed:0.3", n=10)) == (0.3, 0.3)
 
 
+@pytest.mark.parametrize("strategy", ["max-f1", "youden", "precision:0.8", "recall:0.9"])
+def test_bootstrap_picks_what_picking_on_each_resample_picks(strategy):
+    """The counting shortcut gives the same picks as drawing each resample and picking on it."""
+    y, s = noisy_scores(9, 80, 2)
+    n = 60
+    rng = np.random.default_rng([5, 0xB007])  # the generator bootstrap_threshold(seed=5) uses
+    picks = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), size=len(y))
+        try:
+            picks.append(pick_threshold(y[idx], s[idx], strategy).threshold)
+        except RobustlabError:
+            pass
+    b = bootstrap_threshold(y, s, strategy, n=n, seed=5)
+    assert b.n - b.failed == len(picks)
+    assert (b.low, b.high) == tuple(np.quantile(picks, [0.025, 0.975]))
+    assert b.std == pytest.approx(np.std(picks), abs=1e-15)
+
+
 def test_bootstrap_counts_resamples_that_cannot_pick():
     y = np.array([0, 1] + [0] * 30)
     s = np.linspace(0.0, 1.0, len(y))
