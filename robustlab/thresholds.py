@@ -551,7 +551,7 @@ def selection_summary(info: Mapping[str, Any]) -> list[str]:
 
     val = info.get("validation") or {}
     on = info.get("on_validation") or {}
-    split = f", split {val['split']}" if val.get("split") else ""
+    split = f", split {val['split']}" if val.get("split") and not str(val.get("root")).endswith(str(val["split"])) else ""
     lines = [
         f"Threshold: **{info['threshold']:.6g}**, picked by `{info['strategy']}` on the validation set `{_md_escape(str(val.get('root')))}`{split} "
         f"({val.get('scored', val.get('n'))} images, fingerprint {str(info.get('validation_fingerprint') or '')[:12]}): "
