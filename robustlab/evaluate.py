@@ -12,7 +12,10 @@ A variant is any object with
 * ``apply(detector, x, y, rng) -> uint8 (B, H, W, 3)``: the delivered images for a batch
   (``x`` uint8 (B, H, W, 3), ``y`` int64 (B,) positive-class labels, ``rng`` a seeded
   ``numpy.random.Generator`` for this variant and batch);
-* optionally ``diagnostics(stats, rows) -> list[str]``: warnings about a broken evaluation.
+* optionally ``diagnostics(stats, rows) -> list[str]``: warnings about a broken evaluation;
+* optionally ``delivered_scores(images) -> float64 (B,) | None``: the scores the variant already
+  computed for exactly the images ``apply`` just returned (an attack's success check), so they are
+  not computed twice; ``None`` means "score them".
 """
 from __future__ import annotations
 
@@ -263,7 +266,9 @@ def evaluate(
                 delivered = np.asarray(v.apply(detector, x_in, y[sel], rng))
                 if delivered.dtype != np.uint8 or delivered.shape != x_in.shape:
                     raise TypeError(f"variant {v.variant} returned {delivered.dtype} {delivered.shape}, expected uint8 {x_in.shape}")
-                s_v = detector.scores(delivered)
+                known = getattr(v, "delivered_scores", None)  # an attack already scored them (success check)
+                s_v = known(delivered) if known is not None else None
+                s_v = detector.scores(delivered) if s_v is None else np.asarray(s_v, np.float64)
                 st.seconds += time.time() - t
                 examples.add_variant(v, batch.idx[sel], delivered, s_v)
                 linf, l2 = perturbation_norms(x_in, delivered)
