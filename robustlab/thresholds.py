@@ -262,14 +262,13 @@ def _choice_fixed(y: np.ndarray, s: np.ndarray, t: float, strategy: str, candida
 
 
 def _best(primary: np.ndarray, secondary: np.ndarray | None, thresholds: np.ndarray, mask: np.ndarray | None = None) -> int:
-    """Index of the best candidate: max primary, then max secondary, then max threshold."""
-    keys = [thresholds]  # np.lexsort: the last key is the primary one
-    if secondary is not None:
-        keys.append(secondary)
-    keys.append(primary)
-    idx = np.arange(len(thresholds)) if mask is None else np.flatnonzero(mask)
-    order = np.lexsort([k[idx] for k in keys])
-    return int(idx[order[-1]])
+    """Index of the best candidate (within ``mask``): max primary, then max secondary, then the
+    highest threshold (``thresholds`` are descending, so the first index left). O(K), no sort."""
+    cand = np.ones(len(thresholds), bool) if mask is None else mask.copy()
+    for key in (primary, secondary):
+        if key is not None:
+            cand &= key == key[cand].max()
+    return int(np.argmax(cand))
 
 
 def pick_threshold(y_true: Any, y_score: Any, strategy: "str | Strategy", *, thing: "str | Path | None" = None) -> ThresholdChoice:
