@@ -1019,9 +1019,13 @@ def attack_checks(
 ) -> list[Callable[["EvaluationResult"], list[str]]]:
     """The ``evaluate(checks=...)`` list for a run with attacks: :func:`cross_attack_checks`, plus
     :func:`sanity_check` when ``sanity``. ``info`` (the run's ``extra_info``) receives
-    ``attacks`` (live per-attack records) and ``sanity`` (the sanity outcome)."""
+    ``attacks`` (live per-attack records) and ``sanity`` (the sanity outcome). With attacks or
+    ``sanity``, a detector without input gradients is refused here (RobustlabError), before any work."""
     checks: list[Callable[["EvaluationResult"], list[str]]] = []
-    if any(isinstance(v, AttackVariant) for v in variants):
+    attacks = any(isinstance(v, AttackVariant) for v in variants)
+    if attacks or sanity:
+        art_classifier(detector)  # a detector without input gradients stops here, with the reason
+    if attacks:
         checks.append(cross_attack_checks)
         if info is not None:
             info["attacks"] = attack_info(variants)

@@ -30,6 +30,9 @@ from robustlab.cli.threshold import selection_from_options, threshold_options
 @click.option("--policy", "policy_path", type=click.Path(), help="Policy YAML to check the run against (default: the suite's): exit 1 when a rule fails; writes junit.xml.")
 @click.option("--baseline", "baseline_path", type=click.Path(), help="A finished run of the same suite on the same data: side-by-side deltas, regression() rules.")
 @click.option("--format", "report_formats", metavar="LIST", help="Reports written at the end: html, md, json, junit (default: html,md,json, plus junit with a policy).")
+@click.option("--attack", "attacks", multiple=True, metavar="SPEC", help="Add adversarial sets (repeatable): fgsm:eps=2/255,8/255 or pgd:eps=8/255,steps=10 (also step=, norm=inf|2, random_start=true|false); one set per eps.")
+@click.option("--attack-fraction", default=None, metavar="F", help="Share of the set to attack, in (0, 1]: a stratified, seeded subset [default: the suite's, else 1].")
+@click.option("--sanity", is_flag=True, help="Also run a large-eps PGD (64/255, 20 steps) that must drive accuracy near zero; warns when it does not.")
 @click.option("--corruption", "corruptions", multiple=True, metavar="NAME[:SEVERITIES]", help="Add corrupted sets (repeatable): jpeg, blur, resize, noise, social, e.g. jpeg:1-5 or blur:3 (default severities 1-5).")
 @threshold_options
 @detector_options
@@ -40,6 +43,7 @@ from robustlab.cli.threshold import selection_from_options, threshold_options
 robustlab evaluate detector.yaml data/test --out runs/clean
 robustlab evaluate model.keras cifake/ --split test --scale 0-255 --out runs/b2
 robustlab evaluate detector.yaml test.csv --threshold 0.42 --out runs/t42
+robustlab evaluate detector.yaml data/test --attack fgsm:eps=2/255,8/255 --attack pgd:eps=8/255,steps=10 --out runs/adv
 robustlab evaluate detector.yaml data/test --corruption jpeg:1-5 --corruption blur:3 --out runs/corrupted
 robustlab evaluate detector.yaml data --split test --val data --val-split val --threshold-strategy max-f1
 robustlab evaluate detector.yaml data/test --suite configs/suites/ci-quick.yaml --out runs/pr
@@ -69,6 +73,12 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     from robustlab.corruptions import parse_corruptions
 
     corruption_variants = parse_corruptions(kwargs.pop("corruptions", ()))
+    from robustlab.attacks import attack_checks, parse_attack_fraction, parse_attacks, sanity_message
+
+    attack_variants = parse_attacks(kwargs.pop("attacks", ()))
+    fraction_flag = kwargs.pop("attack_fraction", None)
+    fraction_flag = None if fraction_flag is None else parse_attack_fraction(fraction_flag, what="--attack-fraction")
+    sanity = bool(kwargs.pop("sanity", False))
     overrides, trust = pop_detector_overrides(kwargs)
     dataset = open_dataset(data, split=split, classes=class_map)
     det = load_detector(detector, trust_model=trust, **overrides)
@@ -76,7 +86,9 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     out = out or default_run_dir("evaluate", det.name)
     config: dict[str, Any] = {"detector": detector, "data": data, "split": split, "classes": class_map, "overrides": overrides, "trust_model": trust, "out": out}
     # Attacks and corruptions add their variants here (see robustlab.evaluate.Variant).
-    variants: list[Any] = []
+    variants: list[Any] = list(attack_variants)
+    if attack_variants:
+        config["attacks"] = [v.spec.describe() for v in attack_variants]
     for cv in corruption_variants:
         cv.check_input_size(det.input_size, thing=detector)
     variants.extend(corruption_variants)
@@ -92,6 +104,10 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         if suite.attack_fraction is not None:
             attack_fraction = suite.attack_fraction
         config["suite"] = suite.to_info()
+    if fraction_flag is not None:
+        attack_fraction = config["attack_fraction"] = fraction_flag
+    extra_info: dict[str, Any] = {}  # per-attack totals and the sanity outcome, for run.json
+    checks = attack_checks(det, dataset, variants, sanity=sanity, seed=state.seed, batch_size=state.batch_size, info=extra_info)
     plan.check_data(dataset.fingerprint(), data)
     result = evaluate(
         det,
@@ -106,8 +122,12 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         command=command_line(),
         config=config,
         threshold_selection=selection,
+        checks=checks,
+        extra_info=extra_info or None,
     )
     click.echo((Path(result.run_dir) / "metrics.md").read_text(encoding="utf-8"))
+    if sanity:
+        echo_err(state, f"robustlab: {sanity_message(extra_info.get('sanity', {}))}")
     echo_err(state, f"robustlab: run folder written: {result.run_dir}")
     from robustlab.cli.report import print_outcome
     from robustlab.errors import PolicyFailed
