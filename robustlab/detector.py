@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -223,6 +224,14 @@ def read_spec(detector: str | os.PathLike, overrides: Mapping[str, Any] | None =
 
 # --------------------------------------------------------------------------- loading
 
+BUILTIN_MODULES = ("robustlab.layers",)  # robustlab's own functions: importing them runs no foreign code
+LABEL_ENCODER_NAME = "label_transform.pkl"
+CLASS_SYNONYMS = {
+    "real": "real", "authentic": "real", "original": "real", "genuine": "real", "pristine": "real", "human": "real", "true": "real",
+    "fake": "fake", "synthetic": "fake", "generated": "fake", "ai": "fake", "ai-generated": "fake", "ai_generated": "fake",
+    "deepfake": "fake", "manipulated": "fake", "forged": "fake", "artificial": "fake", "false": "fake",
+}  # fmt: skip
+
 
 def _import_object(ref: str, name: str, thing: str) -> Any:
     import importlib
@@ -235,28 +244,32 @@ def _import_object(ref: str, name: str, thing: str) -> Any:
         return getattr(module, attr)
     except Exception as exc:  # noqa: BLE001 - any import failure is a user problem here
         raise RobustlabError(
-            f"custom object {name} ({ref}) cannot be imported: {exc.__class__.__name__}: {exc}",
+            f"custom object {name} ({ref}) cannot be imported: {exc.__class__.__name__}: {' '.join(str(exc).split())[:160]}",
             thing=thing,
             fix="put the module on PYTHONPATH or fix the reference",
         ) from None
 
 
 def _custom_objects(spec: DetectorSpec, trust_model: bool) -> dict[str, Any]:
+    """Import the spec's ``custom_objects``; code outside robustlab.layers needs ``trust_model``."""
     if not spec.custom_objects:
         return {}
     thing = str(spec.source or spec.model)
-    if not trust_model:
-        names = ", ".join(n for n, _ in spec.custom_objects)
+    foreign = [(n, r) for n, r in spec.custom_objects if r.partition(":")[0] not in BUILTIN_MODULES]
+    if foreign and not trust_model:
+        names = ", ".join(f"{n} ({r})" for n, r in foreign)
         raise RobustlabError(
-            f"the spec names custom objects ({names}) whose code would be imported",
+            f"the spec names custom objects whose code would be imported: {names}",
             thing=thing,
-            fix="pass --trust-model if you trust that code",
+            fix="pass --trust-model if you trust that code (robustlab.layers functions need no trust)",
         )
     return {name: _import_object(ref, name, thing) for name, ref in spec.custom_objects}
 
 
 def detect_format(path: Path) -> str:
-    """``keras`` | ``h5`` | ``savedmodel`` | ``json`` from the path, or a RobustlabError."""
+    """``keras`` | ``h5`` | ``savedmodel`` | ``json`` from the path (and its first bytes), or a RobustlabError."""
+    from robustlab.safety import HDF5_SIGNATURE, ZIP_SIGNATURE
+
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return "savedmodel"
@@ -268,6 +281,17 @@ def detect_format(path: Path) -> str:
         return "h5"
     if suffix == ".json":
         return "json"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        head = b""
+    if head == HDF5_SIGNATURE:
+        return "h5"
+    if head[:4] == ZIP_SIGNATURE:
+        return "keras"
+    if head[:1] == b"{":
+        return "json"
     raise RobustlabError(
         f"unknown model format {suffix or '(no extension)'}",
         thing=path,
@@ -275,43 +299,210 @@ def detect_format(path: Path) -> str:
     )
 
 
-def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, Any]]:
-    """Load the model object; returns ``(model, info)``. ``model`` is callable on a float tensor."""
+def _framework(model: Any) -> Any:
+    """The ``keras`` (3) or ``tf_keras`` (2) module a loaded model belongs to."""
+    if type(model).__module__.startswith("tf_keras"):
+        import tf_keras
+
+        return tf_keras
     import keras
 
+    return keras
+
+
+def _safe_mode_scope(framework: Any, safe: bool) -> Any:
+    import contextlib
+    import importlib
+
+    try:
+        lib = importlib.import_module(f"{framework.__name__}.src.saving.serialization_lib")
+        return lib.SafeModeScope(safe)
+    except (ImportError, AttributeError):  # pragma: no cover - private API moved
+        return contextlib.nullcontext()
+
+
+def _weights_beside(path: Path) -> Path | None:
+    """``model.json`` -> ``model.h5`` / ``model.weights.h5`` / ``model_weights.h5`` beside it."""
+    for name in (f"{path.stem}.weights.h5", f"{path.stem}.h5", f"{path.stem}_weights.h5", f"{path.stem}.hdf5"):
+        candidate = path.with_name(name)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _one_line(exc: BaseException, limit: int = 220) -> str:
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, Any]]:
+    """Load the model object; returns ``(model, info)``. ``model`` is callable on a float tensor.
+
+    Nothing runs code from the file unless ``trust_model``: the file is scanned first
+    (:mod:`robustlab.safety`), Lambda layers are refused or replaced by functions the spec names,
+    ``.keras`` loads in safe mode. Keras 3 is tried first, then tf-keras (Keras 2 files); the
+    loaded weights are checked against the file, so a half-loaded model is never returned.
+    """
+    import json
+    import time
+
+    from robustlab import safety
+
+    t0 = time.time()
     path = spec.model
     fmt = detect_format(path)
+    scanned = safety.scan_model_file(path, fmt)
     custom = _custom_objects(spec, trust_model)
-    info: dict[str, Any] = {"format": fmt, "path": str(path)}
+    lambda_names = {la.name for la in scanned.lambdas}
+    substitutes = {n: o for n, o in custom.items() if n in lambda_names}
+    objects = {n: o for n, o in custom.items() if n not in substitutes}
+    notes = safety.check_code(scanned, trusted=trust_model, substitutes=substitutes, custom_names=set(objects))
+    weights = spec.weights
+    info: dict[str, Any] = {"format": fmt, "path": str(path), "file": scanned.describe(), "code": notes}
+    if fmt == "json" and weights is None:
+        weights = _weights_beside(path)
+        if weights is None:
+            raise RobustlabError(
+                "an architecture JSON needs its weights, and no weights file was found beside it",
+                thing=path,
+                fix=f"set `weights: path/to/weights.h5` in the spec or pass --weights (looked for {path.stem}.h5 and {path.stem}.weights.h5)",
+            )
+        info["weights_from"] = "found beside the JSON"
+    if weights is not None:
+        if fmt == "savedmodel":
+            raise RobustlabError("weights: does not apply to a SavedModel folder", thing=spec.source or path, fix="remove weights: from the spec")
+        info["weights"] = str(weights)
+
+    def keras_h5(k: Any) -> Any:
+        co = {**objects, "Lambda": safety.lambda_guard(k, substitutes, trust_model)}
+        return k.models.load_model(str(path), custom_objects=co, compile=False, safe_mode=not trust_model)
+
+    def keras_zip(k: Any) -> Any:
+        if substitutes:
+            cfg, extra = safety.substitute_lambdas(scanned.config or {}, substitutes)
+            with _safe_mode_scope(k, not trust_model):
+                model = k.models.model_from_json(json.dumps(cfg), custom_objects={**objects, **extra})
+            model.load_weights(str(path))
+            return model
+        return k.models.load_model(str(path), custom_objects=objects or None, compile=False, safe_mode=not trust_model)
+
+    def arch_json(k: Any) -> Any:
+        cfg, extra = safety.substitute_lambdas(scanned.config or {}, substitutes)
+        co = {**objects, **extra, "Lambda": safety.lambda_guard(k, substitutes, trust_model)}
+        with _safe_mode_scope(k, not trust_model):
+            return k.models.model_from_json(json.dumps(cfg), custom_objects=co)
+
+    build = {"h5": keras_h5, "keras": keras_zip, "json": arch_json}.get(fmt)
+    if build is None:  # savedmodel: a TensorFlow graph, no Python code from the folder runs
+        import keras
+
+        try:
+            model = _saved_model_layer(path, keras)
+        except RobustlabError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise RobustlabError(f"cannot load SavedModel: {_one_line(exc)}", thing=path, fix="check the folder (saved_model.pb and variables/)") from None
+        info["loader"] = f"keras {keras.__version__} TFSMLayer ({model.call_endpoint}; TensorFlow graph, no Python code)"
+        info["framework"] = "tensorflow"
+        info["load_seconds"] = round(time.time() - t0, 3)
+        return model, info
+
+    import keras
+
+    frameworks: list[Any] = [keras]
     try:
-        if fmt == "keras":
-            model = keras.saving.load_model(path, custom_objects=custom or None, compile=False, safe_mode=not trust_model)
-            info["loader"] = f"keras {keras.__version__} (safe_mode={not trust_model})"
-        elif fmt == "h5":
-            model = keras.models.load_model(path, custom_objects=custom or None, compile=False, safe_mode=not trust_model)
-            info["loader"] = f"keras {keras.__version__} legacy h5"
-        elif fmt == "json":
-            if spec.weights is None:
-                raise RobustlabError("an architecture JSON needs its weights", thing=path, fix="set `weights: path/to/weights.h5` in the spec or pass --weights")
-            text = path.read_text(encoding="utf-8")
-            model = keras.models.model_from_json(text, custom_objects=custom or None)
-            model.load_weights(spec.weights)
-            info["loader"] = f"keras {keras.__version__} model_from_json + load_weights"
-        else:  # savedmodel
-            layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-            model = layer
-            info["loader"] = "keras.layers.TFSMLayer (serving_default)"
-    except RobustlabError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - translate loader failures into one line
-        message = " ".join(str(exc).split())
-        if len(message) > 300:
-            message = message[:300] + "..."
-        fix = "check the file; if it uses Lambda layers or custom code and you trust it, pass --trust-model"
-        if "lambda" in message.lower() or "safe_mode" in message.lower():
-            fix = "the model contains a Lambda layer (code); pass --trust-model if you trust the file"
-        raise RobustlabError(f"cannot load model: {exc.__class__.__name__}: {message}", thing=path, fix=fix) from None
-    return model, info
+        import tf_keras
+
+        frameworks.append(tf_keras)
+    except ImportError:  # pragma: no cover - tf-keras is a dependency
+        pass
+    failures: list[str] = []
+    for k in frameworks:
+        label = f"{'keras' if k is keras else 'tf_keras'} {k.__version__}"
+        try:
+            model = build(k)
+            if weights is not None:
+                model.load_weights(str(weights))
+        except RobustlabError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - try the next loader, report all if none works
+            failures.append(f"{label}: {_one_line(exc, 160)}")
+            continue
+        source = weights if weights is not None else path
+        want = safety.file_weight_stats(source, "keras" if source.suffix.lower() == ".keras" else "h5")
+        have = safety.model_weight_stats(model)
+        if want is not None and not want.matches(have):
+            failures.append(f"{label}: loaded weights do not match the file ({have.values:,} values loaded, {want.values:,} in {source.name})")
+            continue
+        how = {"h5": "load_model (HDF5)", "keras": "load_model (.keras, safe_mode=%s)" % (not trust_model), "json": "model_from_json + load_weights"}[fmt]
+        if fmt == "keras" and substitutes:
+            how = "model_from_json + load_weights (Lambda replaced)"
+        info["loader"] = f"{label} {how}" + (f" (fallback: keras {keras.__version__} could not read this {scanned.saved_by} file)" if failures else "")
+        info["framework"] = "keras" if k is keras else "tf_keras"
+        if failures:
+            info["loader_fallback"] = failures
+        if want is not None:
+            info["weights_check"] = f"{have.arrays} arrays, {have.values:,} values match {source.name}"
+        info["load_seconds"] = round(time.time() - t0, 3)
+        return model, info
+    text = "; ".join(failures)
+    fix = "check the file; the scan found no code to trust" if not (scanned.lambdas or scanned.custom_classes) else "check the custom_objects in the spec"
+    if "marshal" in text.lower():
+        fix = "the Lambda layer's bytecode was written by another Python version; replace it in the spec's custom_objects (e.g. RescaleGAP: robustlab.layers:rescale_gap)"
+    elif "bytecode" in text.lower() or "lambda" in text.lower():
+        fix = f"the model holds Python code; {safety.TRUST_FIX}"
+    elif "do not match" in text:
+        fix = "the weights file does not belong to this architecture (refusing a half-loaded model)"
+    raise RobustlabError(f"cannot load model ({scanned.saved_by}): {text}", thing=path, fix=fix)
+
+
+def _saved_model_layer(path: Path, keras: Any) -> Any:
+    """A TFSMLayer on the ``serving_default`` signature (else the first one the folder has)."""
+    try:
+        return keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    except ValueError:
+        import tensorflow as tf
+
+        endpoints = list(getattr(tf.saved_model.load(str(path)), "signatures", {}).keys())
+        if not endpoints:
+            raise RobustlabError("SavedModel has no serving signature", thing=path, fix="export it with model.export(path) or tf.saved_model.save(..., signatures=...)") from None
+        return keras.layers.TFSMLayer(str(path), call_endpoint=endpoints[0])
+
+
+def _class_name(value: Any) -> str | None:
+    text = str(value).strip().lower()
+    text = re.sub(r"^\d+[_\-\s.]*", "", text)
+    return CLASS_SYNONYMS.get(text)
+
+
+def label_encoder_path(spec: DetectorSpec) -> tuple[Path | None, str | None]:
+    """The label encoder file and how it was found (``spec`` | ``beside the model``), or (None, None)."""
+    if spec.label_encoder is not None:
+        return spec.label_encoder, "spec"
+    beside = (spec.model if spec.model.is_dir() else spec.model.parent) / LABEL_ENCODER_NAME
+    if beside.is_file():
+        return beside, "beside the model"
+    return None, None
+
+
+def classes_from_label_encoder(path: Path, units: int) -> tuple[tuple[str, ...], str]:
+    """Output class order from a LabelBinarizer pickle: (classes, how). Reads only LabelBinarizer data."""
+    from robustlab.safety import read_label_binarizer
+
+    enc = read_label_binarizer(path)
+    shown = [str(c) for c in enc.classes]
+    if len(enc.classes) != 2:
+        raise RobustlabError(f"the label encoder has {len(enc.classes)} classes {shown[:5]}", thing=path, fix="robustlab takes binary real/fake detectors; set classes: in the spec")
+    names = [_class_name(c) for c in enc.classes]
+    if None in names or len(set(names)) != 2:
+        raise RobustlabError(
+            f"the label encoder's classes {shown} do not say which is real and which is fake",
+            thing=path,
+            fix="set classes: in the spec (in output order, e.g. [fake, real])",
+        )
+    if units == 2:
+        return (names[0], names[1]), f"label encoder {path.name}: classes_ {shown} = output units in order"
+    return (names[1],), f"label encoder {path.name}: classes_ {shown}, 1 unit = P({shown[1]})"
 
 
 def _tensor_shape(t: Any) -> tuple:
@@ -533,7 +724,7 @@ def _build_logit_head(model: Any, kind: OutputKind) -> Callable[[Any, bool], Any
     if last is None or act not in ("sigmoid", "softmax"):
         return None
     try:
-        import keras
+        keras = _framework(model)  # keras 3, or tf_keras for a Keras 2 file
 
         if isinstance(last, keras.layers.Dense):
             feature = keras.Model(model.inputs, last.input)
@@ -577,7 +768,22 @@ def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: 
         raise RobustlabError("model file not found", thing=spec.model, fix="fix `model:` in the spec (relative paths are relative to the spec file)")
     if spec.weights is not None and not spec.weights.exists():
         raise RobustlabError("weights file not found", thing=spec.weights, fix="fix `weights:` in the spec")
+    encoder, encoder_how = label_encoder_path(spec)
+    if encoder is not None and not encoder.is_file():
+        raise RobustlabError("label encoder file not found", thing=encoder, fix="fix `label_encoder:` in the spec (relative paths are relative to the spec file)")
+    read_encoder = encoder is not None and (encoder_how == "spec" or spec.classes is None)
+    if read_encoder and not trust_model:
+        from robustlab.safety import scan_pickle
+
+        held = ", ".join(scan_pickle(encoder)[:2]) or "no classes"
+        raise RobustlabError(
+            f"is a pickled label encoder ({held}) that sets the class order; unpickling needs trust",
+            thing=encoder,
+            fix="pass --trust-model to read it (robustlab reads only LabelBinarizer data from it), or set classes: in the spec",
+        )
     model, info = _load_model(spec, trust_model)
+    if encoder is not None and not read_encoder:
+        info["label_encoder"] = f"{encoder.name} beside the model not read: the spec sets classes"
     thing = str(spec.model)
     in_shape, out_shape = _model_io_shapes(model, info)
     if len(in_shape) != 4 or in_shape[-1] not in (3, None):
@@ -629,7 +835,19 @@ def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: 
     if kind is OutputKind.SOFTMAX and units == 1:
         raise RobustlabError("output: softmax with 1 unit", thing=spec.source or thing, fix="use output: sigmoid (or logits) for a 1-unit model")
     classes = spec.classes
-    if classes is None:
+    if read_encoder:
+        assert encoder is not None
+        from_encoder, how = classes_from_label_encoder(encoder, units)
+        info["label_encoder"] = f"{encoder} ({encoder_how})"
+        if classes is not None and tuple(classes) != from_encoder:
+            raise RobustlabError(
+                f"classes {list(classes)} in the spec disagree with the label encoder ({how})",
+                thing=spec.source or thing,
+                fix="remove classes: or label_encoder: from the spec",
+            )
+        classes = from_encoder
+        info["classes_from"] = how
+    elif classes is None:
         classes = ("fake",) if units == 1 else ("real", "fake")
         info["classes_from"] = "default: 1 unit = P(fake); 2 units = [real, fake]"
     else:

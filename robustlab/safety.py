@@ -1,0 +1,647 @@
+"""Reading model files without running their code.
+
+Everything here is static: it reads HDF5 attributes, zip members and JSON, and walks pickle opcodes,
+but never deserializes a Keras object, unmarshals bytecode or imports a module named by a file.
+
+* :func:`scan_model_file`: what a model file holds (format, who saved it, layers, Lambda layers with
+  Python bytecode, classes that are not Keras built-ins, TensorFlow-op layers), or a one-line
+  :class:`~robustlab.errors.RobustlabError` for a truncated / corrupt / weights-only file.
+* :func:`scan_pickle`: the globals (``module.name``) a pickle would import, from its opcodes.
+* :func:`read_label_binarizer`: a scikit-learn ``LabelBinarizer`` pickle read by a restricted
+  unpickler that accepts only the classes such an object holds (numpy arrays and dtypes), and maps
+  the LabelBinarizer itself onto a plain record: no scikit-learn code runs, whatever the trust.
+* :func:`lambda_guard`: a ``Lambda`` subclass for ``custom_objects`` that refuses to deserialize a
+  Python lambda unless trusted, or swaps in a function the spec named (``custom_objects``).
+* :func:`file_weight_stats` / :func:`model_weight_stats`: count and checksums of the weight values in a
+  file and in a loaded model, so that a half-loaded model (random weights) is never used.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import pickletools
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from robustlab.errors import RobustlabError
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+TRUST_FIX = "pass --trust-model if you trust the file"
+JOBLIB_FIX = "save the LabelBinarizer with pickle.dump(lb, open('label_transform.pkl', 'wb')), or set classes: in the spec"
+
+# Layer classes that Keras 2 (tf-keras) files use and that are not in keras.layers / tf_keras.layers.
+_KERAS_INTERNAL_CLASSES = {"Functional", "Sequential", "Model", "InputLayer", "TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer", "KerasLayer"}
+_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+
+
+# --------------------------------------------------------------------------- model files
+
+
+@dataclass
+class LambdaLayer:
+    """A ``Lambda`` layer found in a model config."""
+
+    name: str
+    function: str  # "python lambda" | "function NAME (module M)"
+    function_name: str | None  # NAME for a named function, None for a lambda
+    bytecode: bool  # the file carries marshalled Python bytecode for it (function or output_shape)
+
+
+@dataclass
+class ModelFile:
+    """What a model file holds, read without running any of it."""
+
+    path: Path
+    format: str  # keras | h5 | json | savedmodel
+    size_bytes: int
+    keras_version: str | None = None
+    backend: str | None = None
+    config: dict[str, Any] | None = field(default=None, repr=False)
+    framework_hint: str | None = None  # "keras" (Keras 3) | "tf_keras" (Keras 2) | None
+    layer_count: int = 0  # all layers, nested models included
+    top_layers: int = 0
+    nested_models: list[str] = field(default_factory=list)
+    lambdas: list[LambdaLayer] = field(default_factory=list)
+    custom_classes: list[tuple[str, str]] = field(default_factory=list)  # (layer name, class[@module])
+    tf_op_layers: list[str] = field(default_factory=list)  # "name: tf.math.truediv"
+    other_code: list[str] = field(default_factory=list)  # bytecode found outside Lambda functions
+    has_weights: bool = True
+
+    @property
+    def saved_by(self) -> str:
+        if not self.keras_version:
+            return "unknown Keras version"
+        major = self.keras_version.split(".")[0]
+        what = "Keras 3" if major == "3" else f"Keras {major} (tf-keras)" if major == "2" else "Keras"
+        return f"{what} {self.keras_version}" + (f", backend {self.backend}" if self.backend else "")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "size_bytes": self.size_bytes,
+            "saved_by": self.saved_by,
+            "keras_version": self.keras_version,
+            "layers": self.layer_count,
+            "nested_models": list(self.nested_models),
+            "lambda_layers": [{"name": la.name, "function": la.function, "bytecode": la.bytecode} for la in self.lambdas],
+            "custom_classes": [f"{n}: {c}" for n, c in self.custom_classes],
+            "tf_op_layers": list(self.tf_op_layers),
+            "other_code": list(self.other_code),
+        }
+
+
+def _signature(path: Path, n: int = 8) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise RobustlabError(f"cannot read ({exc.__class__.__name__}: {exc.strerror or exc})", thing=path, fix="check the path and permissions") from None
+
+
+def _open_h5(source: "Path | io.BytesIO", thing: Path, prefix: str = "") -> Any:
+    import h5py
+
+    try:
+        return h5py.File(source, "r")
+    except OSError as exc:
+        text = str(exc)
+        m = re.search(r"eof = (\d+).*stored_eof = (\d+)", text)
+        if m:
+            have, want = int(m.group(1)), int(m.group(2))
+            problem = f"truncated HDF5 file ({have:,} of {want:,} bytes)"
+        elif "signature" in text.lower():
+            problem = "not an HDF5 file"
+        else:
+            problem = "not a readable HDF5 file (" + " ".join(text.split())[:120] + ")"
+        raise RobustlabError(prefix + problem, thing=thing, fix="download or copy the file again") from None
+
+
+def _attr_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
+    """What the model file at ``path`` (format ``fmt`` from :func:`detect_format`) holds.
+
+    Raises a one-line RobustlabError for a truncated or corrupt file, an ``.h5`` that holds only
+    weights, or a JSON that is not a Keras model config.
+    """
+    path = Path(path)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    mf = ModelFile(path=path, format=fmt, size_bytes=size)
+    if fmt == "h5":
+        if _signature(path) != HDF5_SIGNATURE:
+            raise RobustlabError("cannot load model: not an HDF5 file (wrong signature)", thing=path, fix="give a Keras .h5 model, a .keras file, a SavedModel folder or an architecture .json")
+        with _open_h5(path, path, prefix="cannot load model: ") as f:
+            mf.keras_version = _attr_text(f.attrs.get("keras_version"))
+            mf.backend = _attr_text(f.attrs.get("backend"))
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                mf.has_weights = "layer_names" in f.attrs or "layers" in f
+                what = "only weights" if mf.has_weights else "no Keras model"
+                raise RobustlabError(
+                    f"holds {what}, no model architecture",
+                    thing=path,
+                    fix="give the architecture JSON as `model:` and this file as `weights:` (or pass --weights)",
+                )
+            mf.config = _parse_json(_attr_text(raw) or "", path)
+        mf.framework_hint = _framework_of(mf.keras_version, mf.config)
+    elif fmt == "keras":
+        if _signature(path, 4) != ZIP_SIGNATURE:
+            raise RobustlabError("cannot load model: not a .keras archive (not a zip file)", thing=path, fix="give a Keras 3 .keras file or a .h5 model")
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+                if "config.json" not in names:
+                    raise RobustlabError("a .keras archive without config.json", thing=path, fix="save the model again with model.save('x.keras')")
+                mf.config = _parse_json(z.read("config.json").decode("utf-8", "replace"), path)
+                if "metadata.json" in names:
+                    meta = _parse_json(z.read("metadata.json").decode("utf-8", "replace"), path)
+                    mf.keras_version = _attr_text(meta.get("keras_version"))
+                mf.has_weights = "model.weights.h5" in names or "model.weights.npz" in names
+                if "model.weights.h5" in names:
+                    z.getinfo("model.weights.h5")
+        except zipfile.BadZipFile:
+            raise RobustlabError("cannot load model: truncated or corrupt .keras archive (bad zip file)", thing=path, fix="download or copy the file again") from None
+        mf.framework_hint = _framework_of(mf.keras_version, mf.config)
+    elif fmt == "json":
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RobustlabError(f"cannot read ({exc.__class__.__name__})", thing=path, fix="check the file") from None
+        mf.config = _parse_json(text, path)
+        mf.keras_version = _attr_text(mf.config.get("keras_version"))
+        mf.backend = _attr_text(mf.config.get("backend"))
+        mf.framework_hint = _framework_of(mf.keras_version, mf.config)
+        mf.has_weights = False
+    elif fmt == "savedmodel":
+        meta = path / "keras_metadata.pb"
+        mf.framework_hint = "tf_keras" if meta.exists() else None
+        return mf
+    if mf.config is not None:
+        if not isinstance(mf.config, Mapping) or "class_name" not in mf.config:
+            raise RobustlabError("is not a Keras model config (no class_name)", thing=path, fix="give a file written by model.to_json() or model.save()")
+        _walk_model(mf.config, mf, top=True)
+    return mf
+
+
+def _parse_json(text: str, thing: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RobustlabError(f"not valid JSON (line {exc.lineno}, column {exc.colno}): truncated or not a model config", thing=thing, fix="give a file written by model.to_json()") from None
+    if not isinstance(value, dict):
+        raise RobustlabError("JSON is not an object", thing=thing, fix="give a file written by model.to_json()")
+    return value
+
+
+def _framework_of(version: str | None, config: Mapping[str, Any] | None) -> str | None:
+    if version:
+        return "keras" if version.split(".")[0] == "3" else "tf_keras"
+    if config and str(config.get("module", "")).startswith("tf_keras"):
+        return "tf_keras"
+    return None
+
+
+def _known_layer_class(name: str) -> bool:
+    if name in _KERAS_INTERNAL_CLASSES:
+        return True
+    from robustlab._tf import import_tf
+
+    import_tf()  # quietly, before keras pulls TensorFlow in
+    import keras
+
+    if isinstance(getattr(keras.layers, name, None), type):
+        return True
+    try:
+        import tf_keras
+    except ImportError:  # pragma: no cover - tf-keras is a dependency
+        return False
+    return isinstance(getattr(tf_keras.layers, name, None), type)
+
+
+def _contains_bytecode(obj: Any) -> bool:
+    """True if a (sub)config carries a serialized Python lambda (Keras 3 ``__lambda__``)."""
+    if isinstance(obj, Mapping):
+        if obj.get("class_name") == "__lambda__":
+            return True
+        return any(_contains_bytecode(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_contains_bytecode(v) for v in obj)
+    return False
+
+
+def _lambda_of(name: str, cfg: Mapping[str, Any]) -> LambdaLayer:
+    fn = cfg.get("function")
+    ftype = cfg.get("function_type")
+    out_code = cfg.get("output_shape_type") == "lambda" or _contains_bytecode(cfg.get("output_shape"))
+    if ftype == "lambda" or _contains_bytecode(fn):
+        return LambdaLayer(name, "python lambda", None, True)
+    fname = None
+    module = cfg.get("module")
+    if isinstance(fn, str):
+        fname = fn
+    elif isinstance(fn, Mapping):
+        fname = str(fn.get("config") if isinstance(fn.get("config"), str) else fn.get("class_name"))
+        module = fn.get("module", module)
+    where = f" (module {module})" if module and module not in ("builtins",) else ""
+    return LambdaLayer(name, f"function {fname}{where}", fname, out_code)
+
+
+def _walk_model(cfg: Mapping[str, Any], mf: ModelFile, *, top: bool) -> None:
+    inner = cfg.get("config") if isinstance(cfg.get("config"), Mapping) else {}
+    layers = inner.get("layers") if isinstance(inner, Mapping) else None
+    if not isinstance(layers, list):
+        return
+    if top:
+        mf.top_layers = len(layers)
+    for layer in layers:
+        if not isinstance(layer, Mapping):
+            continue
+        cls = str(layer.get("class_name", ""))
+        lcfg = layer.get("config") if isinstance(layer.get("config"), Mapping) else {}
+        name = str(lcfg.get("name") or layer.get("name") or cls)
+        mf.layer_count += 1
+        module = str(layer.get("module") or "")
+        registered = str(layer.get("registered_name") or "")
+        if cls == "Lambda":
+            mf.lambdas.append(_lambda_of(name, lcfg))
+        elif cls in ("TFOpLambda", "SlicingOpLambda"):
+            mf.tf_op_layers.append(f"{name}: tf.{lcfg.get('function', '?')}")
+        elif cls in _MODEL_CLASSES or isinstance(lcfg.get("layers"), list):
+            mf.nested_models.append(name)
+            _walk_model(layer, mf, top=False)
+            continue
+        elif ">" in registered or (module and not module.startswith(("keras", "tf_keras"))) or not _known_layer_class(cls):
+            mf.custom_classes.append((name, cls + (f" from {module}" if module and not module.startswith(("keras", "tf_keras")) else "")))
+        else:
+            if _contains_bytecode(lcfg):
+                mf.other_code.append(f"{name} ({cls})")
+        wrapped = lcfg.get("layer")
+        if isinstance(wrapped, Mapping):  # TimeDistributed, Bidirectional...
+            _walk_model({"config": {"layers": [wrapped]}}, mf, top=False)
+
+
+# --------------------------------------------------------------------------- refusing code
+
+
+def check_code(mf: ModelFile, *, trusted: bool, substitutes: Mapping[str, Any], custom_names: set[str]) -> list[str]:
+    """Refuse (RobustlabError) what would run code from the file without trust; return notes.
+
+    ``substitutes``: Lambda layer name -> function the spec named (replaces the file's lambda);
+    ``custom_names``: the names in the spec's ``custom_objects``.
+    """
+    notes: list[str] = []
+    thing = mf.path
+    for la in mf.lambdas:
+        if la.name in substitutes:
+            notes.append(f"Lambda layer {la.name}: replaced by {_ref_of(substitutes[la.name])} (the file's {la.function} is not run)")
+            continue
+        if la.function_name is not None and la.function_name in custom_names and not la.bytecode:
+            notes.append(f"Lambda layer {la.name}: {la.function} from custom_objects")
+            continue
+        if la.function_name is not None and not la.bytecode:
+            raise RobustlabError(
+                f"Lambda layer {la.name!r} calls {la.function}, which is not in the file",
+                thing=thing,
+                fix=f"name it in the spec's custom_objects ({la.function_name}: module:attribute) and pass --trust-model",
+            )
+        if not trusted:
+            raise RobustlabError(
+                f"contains a Lambda layer {la.name!r} holding Python bytecode ({la.function}) that runs when the model is loaded",
+                thing=thing,
+                fix=f"{TRUST_FIX}, or replace it with a function you trust in the spec's custom_objects ({la.name}: module:attribute; for x[0] / x[1] use robustlab.layers:rescale_gap)",
+            )
+        notes.append(f"Lambda layer {la.name}: the file's Python bytecode runs (--trust-model)")
+    unresolved = [(n, c) for n, c in mf.custom_classes if c.split(" ")[0] not in custom_names]
+    if unresolved:
+        n, c = unresolved[0]
+        more = f" and {len(unresolved) - 1} more" if len(unresolved) > 1 else ""
+        cls = c.split(" ")[0]
+        raise RobustlabError(
+            f"layer {n!r} is a custom class {c}{more}, not a Keras layer",
+            thing=thing,
+            fix=f"name it in the spec's custom_objects ({cls}: module:attribute) and pass --trust-model",
+        )
+    if mf.other_code:
+        if not trusted:
+            raise RobustlabError(f"layer {mf.other_code[0]} holds Python bytecode that runs when the model is loaded", thing=thing, fix=TRUST_FIX)
+        notes.append(f"Python bytecode in {', '.join(mf.other_code)} runs (--trust-model)")
+    if mf.tf_op_layers:
+        notes.append(f"{len(mf.tf_op_layers)} TensorFlow-op layer(s) (named tf functions, no Python code)")
+    return notes
+
+
+def _ref_of(obj: Any) -> str:
+    mod = getattr(obj, "__module__", None)
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
+    return f"{mod}:{name}" if mod else str(name)
+
+
+def lambda_guard(framework: Any, substitutes: Mapping[str, Any], trusted: bool) -> type:
+    """A ``Lambda`` subclass to pass as ``custom_objects["Lambda"]`` to a legacy ``.h5`` loader.
+
+    ``framework`` is the ``keras`` or ``tf_keras`` module. Deserializing a Lambda layer named in
+    ``substitutes`` builds a plain Lambda around that function (the file's bytecode is never
+    unmarshalled); a Python lambda from the file is deserialized only when ``trusted``.
+    """
+    base = framework.layers.Lambda
+
+    class GuardedLambda(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def from_config(cls, config: dict[str, Any], custom_objects: Any = None, **kwargs: Any) -> Any:
+            name = config.get("name")
+            if name in substitutes:
+                keep = {k: config[k] for k in ("name", "trainable", "arguments") if k in config and config[k] is not None}
+                return base(substitutes[name], **keep)
+            fn = config.get("function")
+            is_lambda = config.get("function_type") == "lambda" or _contains_bytecode(fn) or config.get("output_shape_type") == "lambda"
+            if is_lambda and not trusted:
+                raise RobustlabError(f"Lambda layer {name!r} holds Python bytecode", fix=TRUST_FIX)
+            return base.from_config(config, custom_objects=custom_objects, **kwargs) if kwargs else base.from_config(config, custom_objects=custom_objects)
+
+    GuardedLambda.__name__ = "Lambda"
+    return GuardedLambda
+
+
+def substitute_lambdas(config: dict[str, Any], substitutes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A copy of a model config whose Lambda layers named in ``substitutes`` call those functions by name.
+
+    Returns ``(config, custom_objects)`` for ``model_from_json``; used for ``.keras`` archives and
+    architecture JSON, whose loaders check for bytecode before any ``custom_objects`` class is asked.
+    """
+    import copy
+
+    cfg = copy.deepcopy(config)
+    objects: dict[str, Any] = {}
+
+    def walk(o: Any) -> None:
+        if isinstance(o, dict):
+            inner = o.get("config")
+            if o.get("class_name") == "Lambda" and isinstance(inner, dict) and inner.get("name") in substitutes:
+                key = f"robustlab_substitute_{inner['name']}"
+                objects[key] = substitutes[inner["name"]]
+                inner["function"] = key
+                if "function_type" in inner:
+                    inner["function_type"] = "function"
+                    inner["module"] = None
+                inner["output_shape"] = None
+                if "output_shape_type" in inner:
+                    inner["output_shape_type"] = "raw"
+                    inner["output_shape_module"] = None
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(cfg)
+    return cfg, objects
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@dataclass(frozen=True)
+class WeightStats:
+    """Floating-point weight values: how many arrays and values, their sum and sum of squares."""
+
+    arrays: int
+    values: int
+    total: float
+    squares: float
+
+    def matches(self, other: "WeightStats") -> bool:
+        if self.values != other.values:
+            return False
+        scale = max(1.0, abs(self.squares), abs(other.squares))
+        return abs(self.total - other.total) <= 1e-5 * max(1.0, self.values**0.5) * scale**0.5 and abs(self.squares - other.squares) <= 1e-5 * scale
+
+
+def _stats(arrays: Iterator[np.ndarray]) -> WeightStats:
+    n = v = 0
+    total = squares = 0.0
+    for a in arrays:
+        if not np.issubdtype(a.dtype, np.floating):
+            continue
+        a64 = np.asarray(a, np.float64)
+        n += 1
+        v += int(a64.size)
+        total += float(a64.sum())
+        squares += float(np.square(a64).sum())
+    return WeightStats(n, v, total, squares)
+
+
+_SKIP_GROUPS = {"optimizer_weights", "optimizer", "_optimizer"}
+
+
+def file_weight_stats(path: "str | Path", fmt: str) -> WeightStats | None:
+    """Weight values stored in an ``.h5`` (model or weights) or ``.keras`` file; None if unknown."""
+    import h5py
+
+    path = Path(path)
+    if fmt == "keras":
+        try:
+            with zipfile.ZipFile(path) as z:
+                if "model.weights.h5" not in z.namelist():
+                    return None
+                data = io.BytesIO(z.read("model.weights.h5"))
+        except zipfile.BadZipFile:
+            raise RobustlabError("truncated or corrupt .keras archive (bad zip file)", thing=path, fix="download or copy the file again") from None
+        f = _open_h5(data, path)
+    else:
+        if _signature(path) != HDF5_SIGNATURE:
+            raise RobustlabError("not an HDF5 weights file", thing=path, fix="give the .h5 file written by model.save_weights()")
+        f = _open_h5(path, path)
+    with f:
+        root = f["model_weights"] if "model_weights" in f else f
+        found: list[np.ndarray] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if name.split("/")[0] in _SKIP_GROUPS:
+                return
+            if isinstance(obj, h5py.Dataset) and obj.shape is not None and np.issubdtype(obj.dtype, np.floating):
+                try:
+                    found.append(obj[()])
+                except OSError:
+                    raise RobustlabError(f"weight array {name} cannot be read (truncated or corrupt file)", thing=path, fix="download or copy the file again") from None
+
+        root.visititems(visit)
+        return _stats(iter(found))
+
+
+def model_weight_stats(model: Any) -> WeightStats:
+    """Weight values of a loaded Keras (3 or 2) model."""
+    return _stats(np.asarray(w.numpy()) for w in model.weights)
+
+
+# --------------------------------------------------------------------------- pickles
+
+# What a pickled scikit-learn LabelBinarizer references (numpy 1 and 2, pickle protocols 0-5).
+_LABEL_BINARIZER = {
+    ("sklearn.preprocessing._label", "LabelBinarizer"),
+    ("sklearn.preprocessing.label", "LabelBinarizer"),
+}
+_NUMPY_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("copy_reg", "_reconstructor"),
+    ("copyreg", "_reconstructor"),
+    ("__builtin__", "object"),
+    ("builtins", "object"),
+}
+
+
+def scan_pickle(path: "str | Path") -> list[str]:
+    """The globals (``module.name``) a pickle file references, read from its opcodes (nothing runs)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RobustlabError(f"cannot read ({exc.__class__.__name__})", thing=path, fix="check the path") from None
+    found: list[str] = []
+    strings: list[str] = []
+    memo: dict[int, Any] = {}
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            name = op.name
+            if name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"):
+                strings.append(str(arg))
+            elif name == "MEMOIZE":
+                memo[len(memo)] = strings[-1] if strings else None
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = strings[-1] if strings else None
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                v = memo.get(int(arg))
+                if isinstance(v, str):
+                    strings.append(v)
+            elif name == "STACK_GLOBAL":
+                if len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                else:
+                    found.append("?")
+    except Exception as exc:  # noqa: BLE001 - any opcode error means a broken file
+        if any(g.startswith("joblib.") for g in found):  # joblib writes raw array bytes after the pickle
+            raise RobustlabError("is a joblib file, not a plain pickle", thing=path, fix=JOBLIB_FIX) from None
+        raise RobustlabError(f"not a readable pickle ({exc.__class__.__name__}: {' '.join(str(exc).split())[:80]})", thing=path, fix="save the LabelBinarizer again with pickle.dump") from None
+    seen: list[str] = []
+    for g in found:
+        if g not in seen:
+            seen.append(g)
+    return seen
+
+
+@dataclass(frozen=True)
+class LabelEncoding:
+    """What a LabelBinarizer says: ``classes`` in its ``classes_`` order (sorted when fitted)."""
+
+    classes: tuple[Any, ...]
+    y_type: str | None
+    pos_label: Any
+    neg_label: Any
+
+
+class _LabelBinarizerRecord:
+    """Stands in for sklearn's LabelBinarizer while unpickling: keeps the state, runs nothing."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slots)
+            state = state[0]
+        if not isinstance(state, dict):
+            raise pickle.UnpicklingError("unexpected LabelBinarizer state")
+        self.__dict__.update(state)
+
+
+def _reconstructor(cls: type, base: type, state: Any) -> Any:
+    if cls is not _LabelBinarizerRecord or base is not object or state is not None:
+        raise pickle.UnpicklingError("copyreg._reconstructor used for something else than a LabelBinarizer")
+    return object.__new__(cls)
+
+
+class _LabelBinarizerUnpickler(pickle.Unpickler):
+    """Accepts only the classes a pickled LabelBinarizer holds."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _LABEL_BINARIZER:
+            return _LabelBinarizerRecord
+        if (module, name) in _NUMPY_ALLOWED:
+            if name == "object":
+                return object
+            if name == "_reconstructor":
+                return _reconstructor
+            if module == "_codecs":
+                import codecs
+
+                return codecs.encode
+            if module == "numpy":
+                return getattr(np, name)
+            import importlib
+
+            for candidate in (module.replace("numpy.core.", "numpy._core."), module.replace("numpy._core.", "numpy.core.")):
+                try:
+                    return getattr(importlib.import_module(candidate), name)
+                except (ImportError, AttributeError):
+                    continue
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids")
+
+
+def read_label_binarizer(path: "str | Path") -> LabelEncoding:
+    """``classes_`` and friends of a pickled scikit-learn LabelBinarizer, read without running code.
+
+    Anything else in the pickle (another class, a function, a joblib array wrapper) is refused
+    with a one-line RobustlabError, even with --trust-model.
+    """
+    path = Path(path)
+    globs = scan_pickle(path)
+    if any(g.startswith("joblib.") for g in globs):
+        raise RobustlabError("is a joblib file, not a plain pickle", thing=path, fix=JOBLIB_FIX)
+    try:
+        with open(path, "rb") as fh:
+            obj = _LabelBinarizerUnpickler(fh).load()
+    except pickle.UnpicklingError as exc:
+        other = [g for g in globs if tuple(g.rsplit(".", 1)) not in _LABEL_BINARIZER | _NUMPY_ALLOWED]
+        shown = ", ".join(other[:3]) if other else str(exc)
+        raise RobustlabError(
+            f"the pickle holds {shown}, not only a scikit-learn LabelBinarizer; robustlab never unpickles other classes",
+            thing=path,
+            fix="save just the LabelBinarizer (pickle.dump(lb, f)), or drop the file and set classes: in the spec",
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - truncated or odd pickles
+        raise RobustlabError(
+            f"not a readable LabelBinarizer pickle ({exc.__class__.__name__}: {' '.join(str(exc).split())[:80]})",
+            thing=path,
+            fix="save the LabelBinarizer again with pickle.dump, or set classes: in the spec",
+        ) from None
+    if not isinstance(obj, _LabelBinarizerRecord) or not hasattr(obj, "classes_"):
+        raise RobustlabError(
+            f"holds a {type(obj).__name__}, not a fitted LabelBinarizer",
+            thing=path,
+            fix="save the fitted LabelBinarizer (pickle.dump(lb, f)), or set classes: in the spec",
+        )
+    classes = tuple(c.item() if hasattr(c, "item") else c for c in np.asarray(obj.classes_).reshape(-1))
+    pos = getattr(obj, "pos_label", 1)
+    neg = getattr(obj, "neg_label", 0)
+    return LabelEncoding(classes, getattr(obj, "y_type_", None), pos.item() if hasattr(pos, "item") else pos, neg.item() if hasattr(neg, "item") else neg)
