@@ -40,7 +40,7 @@ def agreement(trials: int = 400) -> None:
 
     rng = np.random.default_rng(0)
     worst = {"f1_vs_sklearn": 0.0, "f1_reproduced": 0.0, "youden_vs_sklearn": 0.0, "precision_target": 0.0, "recall_target": 0.0}
-    in_sklearn = same_as_argmax = total = ties = unreachable_ok = unreachable = 0
+    in_sklearn = same_as_argmax = total = exact_ties = unreachable_ok = unreachable = 0
     for _ in range(trials):
         n = int(rng.choice([20, 60, 200, 600, 2000, 20000]))
         decimals = int(rng.integers(1, 7))
@@ -54,8 +54,12 @@ def agreement(trials: int = 400) -> None:
         c = pick_threshold(y, s, "max-f1")
         total += 1
         in_sklearn += c.threshold in thr
-        same_as_argmax += c.threshold == thr[np.argmax(f1)]
-        ties += int(np.sum(f1 == f1.max()) > 1)
+        other = thr[np.argmax(f1)]
+        same_as_argmax += c.threshold == other
+        if c.threshold != other:  # then sklearn's pick must be an exact tie (in counts) and lower
+            tie_tp = int(np.sum((s >= other) & (y == 1)))
+            tie_fp = int(np.sum((s >= other) & (y == 0)))
+            exact_ties += 2 * tie_tp / (2 * tie_tp + tie_fp + (y.sum() - tie_tp)) == c.f1 and other < c.threshold
         worst["f1_vs_sklearn"] = max(worst["f1_vs_sklearn"], abs(c.f1 - f1.max()))
         worst["f1_reproduced"] = max(worst["f1_reproduced"], abs(binary_scores(y, s, threshold=c.threshold)["f1"] - c.f1))
         fpr, tpr, _ = roc_curve(y, s)
@@ -74,7 +78,7 @@ def agreement(trials: int = 400) -> None:
     for k, v in worst.items():
         print(f"  max |difference| {k:18s} {v:.3g}")
     print(f"  max-f1 threshold is one of precision_recall_curve's thresholds: {in_sklearn}/{total}")
-    print(f"  equal to thresholds[argmax(f1)] (lowest of ties): {same_as_argmax}/{total}; sets with tied F1 maxima: {ties}")
+    print(f"  equal to thresholds[argmax(f1)]: {same_as_argmax}/{total}; the others are exact F1 ties where argmax took a lower threshold: {exact_ties}/{total - same_as_argmax}")
     print(f"  precision targets refused as unreachable: {unreachable}, of which sklearn's curve has no point meeting them: {unreachable_ok}")
     y = rng.integers(0, 2, 600)
     s = np.clip(rng.normal(0.5 + 0.3 * (y - 0.5), 0.2), 0, 1)
