@@ -121,8 +121,10 @@ def test_bare_model_path_and_positive_real(trained_detector, test_images_folder,
 def test_help_is_instant_and_light():
     code = "import sys; from robustlab.cli import main; assert 'tensorflow' not in sys.modules and 'art' not in sys.modules, sorted(m for m in sys.modules if m.startswith(('tensorflow','art')))"
     subprocess.run([sys.executable, "-c", code], check=True)
-    res = run("evaluate", "--help")
-    assert res.exit_code == 0 and "Examples:" in res.output and "--seed" in res.output and "--batch-size" in res.output
+    for cmd in main.commands:
+        res = run(cmd, "--help")
+        assert res.exit_code == 0 and "--seed" in res.output and "--batch-size" in res.output, cmd
+        assert "\n  Examples:\n    robustlab " in res.output and "\\b" not in res.output, cmd
 
 
 def test_environment_variables_set_options(trained_detector, test_images_folder, tmp_path):

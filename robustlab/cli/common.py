@@ -179,12 +179,13 @@ def command_line() -> list[str]:
 
 
 def with_examples(text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Append an Examples block (kept verbatim by Click via \\b) to a command's help."""
+    """Append an Examples block to a command's help, kept verbatim by Click (a ``\\b`` paragraph)."""
+    import inspect
 
     def deco(f: Callable[..., Any]) -> Callable[..., Any]:
-        doc = (f.__doc__ or "").rstrip()
+        doc = inspect.cleandoc(f.__doc__ or "")
         lines = "\n".join(f"  {line}" for line in text.strip().splitlines())
-        f.__doc__ = f"{doc}\n\n\\b\nExamples:\n{lines}\n"
+        f.__doc__ = f"{doc}\n\n\b\nExamples:\n{lines}\n"
         return f
 
     return deco
