@@ -373,18 +373,21 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
             raise RobustlabError("weights: does not apply to a SavedModel folder", thing=spec.source or path, fix="remove weights: from the spec")
         info["weights"] = str(weights)
 
+    suffix = {"h5": ".h5", "keras": ".keras"}.get(fmt)
+    load_path = path if suffix is None or path.suffix.lower() in (suffix, ".hdf5") else _with_suffix(path, suffix)
+
     def keras_h5(k: Any) -> Any:
         co = {**objects, "Lambda": safety.lambda_guard(k, substitutes, trust_model)}
-        return k.models.load_model(str(path), custom_objects=co, compile=False, safe_mode=not trust_model)
+        return k.models.load_model(str(load_path), custom_objects=co, compile=False, safe_mode=not trust_model)
 
     def keras_zip(k: Any) -> Any:
         if substitutes:
             cfg, extra = safety.substitute_lambdas(scanned.config or {}, substitutes)
             with _safe_mode_scope(k, not trust_model):
                 model = k.models.model_from_json(json.dumps(cfg), custom_objects={**objects, **extra})
-            model.load_weights(str(path))
+            model.load_weights(str(load_path))
             return model
-        return k.models.load_model(str(path), custom_objects=objects or None, compile=False, safe_mode=not trust_model)
+        return k.models.load_model(str(load_path), custom_objects=objects or None, compile=False, safe_mode=not trust_model)
 
     def arch_json(k: Any) -> Any:
         cfg, extra = safety.substitute_lambdas(scanned.config or {}, substitutes)
@@ -429,7 +432,7 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
             failures.append(f"{label}: {_one_line(exc, 160)}")
             continue
         source = weights if weights is not None else path
-        want = safety.file_weight_stats(source, "keras" if source.suffix.lower() == ".keras" else "h5")
+        want = safety.file_weight_stats(source, fmt if weights is None else ("keras" if detect_format(weights) == "keras" else "h5"))
         have = safety.model_weight_stats(model)
         if want is not None and not want.matches(have):
             failures.append(f"{label}: loaded weights do not match the file ({have.values:,} values loaded, {want.values:,} in {source.name})")
@@ -454,6 +457,23 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
     elif "do not match" in text:
         fix = "the weights file does not belong to this architecture (refusing a half-loaded model)"
     raise RobustlabError(f"cannot load model ({scanned.saved_by}): {text}", thing=path, fix=fix)
+
+
+def _with_suffix(path: Path, suffix: str) -> Path:
+    """A link to ``path`` named ``*.suffix`` (Keras loaders go by the file name), in a temporary folder
+    removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="robustlab-model-"))
+    atexit.register(shutil.rmtree, folder, True)
+    link = folder / f"{path.name}{suffix}"
+    try:
+        link.symlink_to(path.resolve())
+    except OSError:  # no symlinks here: copy
+        shutil.copyfile(path, link)
+    return link
 
 
 def _saved_model_layer(path: Path, keras: Any) -> Any:
