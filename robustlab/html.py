@@ -306,7 +306,7 @@ def _provenance(run: "RunData") -> str:
     cmd = info.get("command")
     pairs = [
         ("command", f"<code>{esc(shlex.join(cmd))}</code>" if cmd else ""),
-        ("run folder", f"<code>{esc(run.path)}</code>"),
+        ("run folder", f"<code>{esc(run.display_path)}</code>"),
         ("seed", esc(info.get("seed"))),
         ("batch size", esc(info.get("batch_size"))),
         ("threshold", esc(info.get("threshold"))),
@@ -339,7 +339,7 @@ def render_html(
     from robustlab import __version__
 
     det = run.info.get("detector") or {}
-    name = det.get("name") or run.path.name
+    name = det.get("name") or run.display_path.name
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -347,7 +347,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>robustlab: {esc(name)}</title><style>{STYLE}</style></head><body>",
         f"<h1>robustlab report: {esc(name)}</h1>",
-        f'<p class="muted">Run <code>{esc(run.path)}</code>; report by robustlab {esc(__version__)}.</p>',
+        f'<p class="muted">Run <code>{esc(run.display_path)}</code>; report by robustlab {esc(__version__)}.</p>',
     ]
     if policy is not None:
         cls = "pass" if policy.passed else "fail"

@@ -51,6 +51,11 @@ class RunData:
     predictions: Any = None  # pandas.DataFrame with PREDICTION_FIELDS, or None when not loaded
     plots: dict[str, bytes] = field(default_factory=dict)  # file name -> PNG bytes
     examples: dict[str, Any] | None = None  # examples/index.json
+    shown_as: Path | None = None  # the path to show, when the files are read from elsewhere (a run being written)
+
+    @property
+    def display_path(self) -> Path:
+        return self.shown_as or self.path
 
     @property
     def threshold(self) -> float:
@@ -429,5 +434,5 @@ def write_run_html(folder: "str | os.PathLike", info: dict[str, Any], *, final: 
 
     data = load_run_data(folder, info=info)
     if final is not None:
-        data.path = Path(final)
+        data.shown_as = Path(final)
     return atomic_write_text(Path(folder) / "report.html", render_html(data))

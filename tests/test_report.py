@@ -78,6 +78,9 @@ def test_run_has_report_html_and_example_strip(run_dir: Path) -> None:
     assert html.startswith("<!DOCTYPE html>") and "Content-Security-Policy" in html
     index = json.loads((run_dir / "examples" / "index.json").read_text(encoding="utf-8"))
     images = index["images"]
+    n_files = len(list((run_dir / "examples").glob("*.png")))
+    assert n_files == 2 * (1 + 2 + 1) and html.count('<img class="example"') == n_files  # the strip is in evaluate's page
+    assert f"<code>{run_dir}</code>" in html and ".tmp-" not in html  # shows the final path, not the temporary one
     assert sorted(im["label"] for im in images) == [0, 1]  # one real, one fake
     preds = {(int(l.split(",")[0]), l.split(",")[4]): float(l.split(",")[6]) for l in (run_dir / "predictions.csv").read_text().splitlines()[1:]}
     for im in images:
