@@ -245,8 +245,6 @@ def test_broken_files(tmp_path):
 
 
 def test_model_file_without_extension_is_recognised(tmp_path):
-    import keras
-
     from conftest import tiny_cnn
 
     m = tiny_cnn(SIZE)
@@ -255,7 +253,6 @@ def test_model_file_without_extension_is_recognised(tmp_path):
     det = load_detector(tmp_path / "best_model")
     assert det.info["format"] == "keras"
     np.testing.assert_allclose(det.scores(X), reference(m, X)[:, 0], atol=1e-5)
-    del keras
 
 
 def test_tf_keras_savedmodel_runs_as_a_graph(tmp_path):

@@ -1,0 +1,62 @@
+"""``robustlab inspect DETECTOR [DATA]``: what the detector file is and how robustlab would run it."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from robustlab.cli.common import State, common_options, data_options, detector_options, pass_state, pop_detector_overrides, with_examples
+
+
+@click.command("inspect")
+@click.argument("detector", type=click.Path())
+@click.argument("data", type=click.Path(), required=False)
+@click.option("--sample", type=click.IntRange(2, 100000), default=200, show_default=True, help="Images (stratified, seeded) scored under each preprocessing when DATA is given.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@detector_options
+@data_options
+@common_options
+@with_examples(
+    """
+robustlab inspect best_model_effatt.h5                    # what is in the file, without running it
+robustlab inspect configs/detectors/cnn3-128.yaml         # the spec robustlab would use
+robustlab inspect detector.yaml data/test --sample 400    # + which preprocessing scores best
+robustlab inspect model.h5 data --split test --color bgr --scale 0-255 --json
+"""
+)
+@pass_state
+def command(state: State, detector: str, data: str | None, sample: int, as_json: bool, split: str | None, class_map: str | None, **kwargs: Any) -> None:
+    """Show what DETECTOR (a spec .yaml or a model file) is: format, who saved it, Lambda layers and
+    other code it holds, the loader used (Keras 3, or tf-keras for Keras 2 files), inputs, outputs,
+    the spec robustlab would use and what was inferred.
+
+    With labelled DATA, a preprocessing check: a sample is scored under every colour order (RGB,
+    BGR) and scale (0-255, 0-1, -1-1, ImageNet), with the accuracy and AUC of each, and a warning
+    when the configured preprocessing is not the best or the class order looks reversed.
+
+    Nothing in the file runs without --trust-model. When the model cannot be loaded, what could be
+    read is still printed, then a one-line error (exit code 2).
+    """
+    from robustlab.errors import RobustlabError
+    from robustlab.inspection import format_report, inspect_detector, report_path_safe
+
+    overrides, trust = pop_detector_overrides(kwargs)
+    report = inspect_detector(
+        detector,
+        data,
+        trust_model=trust,
+        split=split,
+        classes=class_map,
+        sample=sample,
+        seed=state.seed,
+        batch_size=state.batch_size,
+        overrides=overrides,
+    )
+    if as_json:
+        click.echo(json.dumps(report_path_safe(report), indent=2, default=str))
+    else:
+        click.echo(format_report(report), nl=False)
+    if not report.get("loaded"):
+        # the report's error is already one line: file, problem, fix
+        raise RobustlabError(str(report.get("error") or "the model could not be loaded"))
