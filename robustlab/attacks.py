@@ -335,14 +335,31 @@ class DetectorLogits:
 
 @functools.lru_cache(maxsize=None)
 def _art() -> dict[str, Any]:
-    """ART's classes, imported once, without its import-time warnings (no PyTorch, ...)."""
+    """ART's classes, imported once, without its import-time side effects.
+
+    ``import art`` warns about missing frameworks (PyTorch...) and calls
+    ``logging.config.dictConfig``, which closes every logging handler the process already has (a
+    notebook's, pytest's) and binds a handler to whatever ``sys.stderr`` is at that moment. Neither
+    is robustlab's to allow: the warnings are silenced and ART's logger only gets a NullHandler.
+    """
+    import logging.config
+
     from robustlab._tf import import_tf
 
     import_tf()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
-        from art.estimators.classification import TensorFlowV2Classifier
+    dict_config = logging.config.dictConfig
+
+    def art_logging_only(config: dict[str, Any]) -> None:
+        logging.getLogger("art").addHandler(logging.NullHandler())
+
+    logging.config.dictConfig = art_logging_only  # type: ignore[assignment]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+            from art.estimators.classification import TensorFlowV2Classifier
+    finally:
+        logging.config.dictConfig = dict_config  # type: ignore[assignment]
     return {"FGSM": FastGradientMethod, "PGD": ProjectedGradientDescent, "TensorFlowV2Classifier": TensorFlowV2Classifier, "Compiled": _compiled_class(TensorFlowV2Classifier)}
 
 
@@ -361,7 +378,7 @@ def _compiled_class(base: type) -> type:
             h, w, c = input_shape
             signature = [tf.TensorSpec((None, h, w, c), tf.float32), tf.TensorSpec((None, 2), tf.float32)]
 
-            @tf.function(input_signature=signature, reduce_retracing=True)
+            @tf.function(input_signature=signature, reduce_retracing=True, autograph=False)
             def gradient(x: Any, y: Any) -> tuple[Any, Any]:
                 with tf.GradientTape() as tape:
                     tape.watch(x)
@@ -556,7 +573,7 @@ def _bookkeeping_fn(filter_size: int, linf: bool) -> Callable[..., Any]:
 
     signature = [tf.TensorSpec((None, None, None, 3), tf.uint8), tf.TensorSpec((None, None, None, 3), tf.float32), tf.TensorSpec((), tf.float32)]
 
-    @tf.function(input_signature=signature, reduce_retracing=True)
+    @tf.function(input_signature=signature, reduce_retracing=True, autograph=False)
     def bookkeeping(x_uint8: Any, x_adv: Any, limit: Any) -> tuple[Any, ...]:
         x = tf.cast(x_uint8, tf.float32)
         adv = tf.where(tf.math.is_nan(x_adv), tf.zeros_like(x_adv), x_adv)

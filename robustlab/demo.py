@@ -266,8 +266,10 @@ def run_demo(
 
 def demo_variants() -> list[Any]:
     """The attacks and corruptions the demo runs (grows as capabilities land)."""
+    from robustlab.attacks import parse_attacks
     from robustlab.corruptions import parse_corruptions
 
     variants: list[Any] = []
+    variants.extend(parse_attacks(["fgsm:eps=1/255,4/255,8/255", "pgd:eps=8/255,steps=10"]))
     variants.extend(parse_corruptions(["jpeg:1-5", "blur:1-5", "resize:1-5"]))
     return variants

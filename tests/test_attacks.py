@@ -345,3 +345,18 @@ def test_importing_the_attack_command_stays_light():
     code = "import sys, robustlab.cli, robustlab.attacks, robustlab.cli.attack; print('art' in sys.modules, 'tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_importing_art_leaves_the_process_logging_alone():
+    """``import art`` would close every existing logging handler (dictConfig); robustlab stops that."""
+    code = (
+        "import logging, sys\n"
+        "h = logging.StreamHandler(sys.stdout)\n"
+        "logging.getLogger('mine').addHandler(h)\n"
+        "from robustlab.attacks import _art\n"
+        "_art()\n"
+        "assert 'art' in sys.modules\n"
+        "print(any(r() is h for r in logging._handlerList), logging.getLogger('mine').handlers == [h])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["True", "True"]
