@@ -299,6 +299,12 @@ class ReportPlan:
     formats: tuple[str, ...]
     policy: Policy | None = None
     baseline: RunData | None = None
+    explicit: bool = False  # formats were asked for (not the default set)
+
+    @property
+    def needed(self) -> bool:
+        """Whether a finished evaluate has anything to add to the report.html it already wrote."""
+        return self.explicit or self.policy is not None or self.baseline is not None
 
     def check_data(self, fingerprint: str | None, root: "str | Path | None" = None) -> None:
         """Refuse early when the baseline was evaluated on other data than ``fingerprint``."""
@@ -316,6 +322,7 @@ class ReportPlan:
 def plan_report(*, policy: "str | Path | Policy | None" = None, baseline: "str | Path | None" = None, formats: "str | Sequence[str] | None" = None) -> ReportPlan:
     """Load and check the policy and the baseline; RobustlabError (exit 2) on any problem."""
     fmts = parse_formats(formats)
+    explicit = fmts is not None
     pol = load_policy(policy) if isinstance(policy, (str, os.PathLike)) else policy
     if fmts is None:
         fmts = ("html", "md", "json") + (("junit",) if pol is not None else ())
@@ -327,7 +334,7 @@ def plan_report(*, policy: "str | Path | Policy | None" = None, baseline: "str |
     if pol is not None and pol.needs_baseline and base is None:
         lines = ", ".join(str(r.line) for r in pol.rules if r.function == "regression")
         raise RobustlabError(f"regression() rules (line {lines}) need a baseline run", thing=pol.source or "policy", fix="pass --baseline RUN (a finished run of the same suite on the same data)")
-    return ReportPlan(fmts, pol, base)
+    return ReportPlan(fmts, pol, base, explicit)
 
 
 @dataclass
@@ -426,13 +433,25 @@ def report_run(
     return ReportOutcome(written, verdict, comparison)
 
 
-def write_run_html(folder: "str | os.PathLike", info: dict[str, Any], *, final: "str | os.PathLike | None" = None) -> Path:
+def write_run_html(folder: "str | os.PathLike", info: dict[str, Any], *, final: "str | os.PathLike | None" = None) -> Path | None:
     """``report.html`` for a run folder being written (run.json not there yet: ``info`` stands in;
-    ``final`` is the path the folder will have, shown in the page)."""
+    ``final`` is the path the folder will have, shown in the page).
+
+    A page that cannot be rendered does not cost the evaluation: a warning on stderr, no file (the
+    run folder is complete without it; ``robustlab report RUN`` writes it later), None returned.
+    """
+    import logging
+    import sys
+
     from robustlab.html import render_html
     from robustlab.runs import atomic_write_text
 
-    data = load_run_data(folder, info=info)
-    if final is not None:
-        data.shown_as = Path(final)
-    return atomic_write_text(Path(folder) / "report.html", render_html(data))
+    try:
+        data = load_run_data(folder, info=info)
+        if final is not None:
+            data.shown_as = Path(final)
+        return atomic_write_text(Path(folder) / "report.html", render_html(data))
+    except Exception as exc:  # noqa: BLE001 - the run's numbers matter more than its page
+        logging.getLogger("robustlab").debug("report.html failed", exc_info=True)
+        print(f"robustlab: warning: report.html not written ({exc.__class__.__name__}: {exc}); run `robustlab report {final or folder}`", file=sys.stderr)
+        return None

@@ -342,3 +342,15 @@ def test_evaluate_refuses_bad_policy_and_baseline_before_running(trained_detecto
     next((other_data / "fake").iterdir()).unlink()
     assert_one_line_error(run("evaluate", trained_detector, other_data, "--baseline", run_dir, "--out", out), "different data set")
     assert not out.exists()
+
+
+def test_a_page_that_cannot_be_rendered_does_not_cost_the_run(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from robustlab.publish import write_run_html
+
+    info = json.loads((run_copy / "run.json").read_text())
+    (run_copy / "report.html").unlink()
+    (run_copy / "predictions.csv").write_text("id,path\n1,x\n", encoding="utf-8")  # lacks columns
+    assert write_run_html(run_copy, info) is None
+    assert not (run_copy / "report.html").exists()
+    err = capsys.readouterr().err
+    assert "report.html not written" in err and "robustlab report" in err

@@ -133,7 +133,8 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     from robustlab.errors import PolicyFailed
     from robustlab.publish import report_run
 
-    outcome = report_run(result.run_dir, plan)  # policy verdict, baseline deltas, junit.xml
-    print_outcome(state, outcome)
-    if not outcome.passed:
-        raise PolicyFailed(outcome.policy.summary())  # type: ignore[union-attr]
+    if plan.needed:  # evaluate already wrote report.html; a policy, baseline or --format adds to it
+        outcome = report_run(result.run_dir, plan)  # policy verdict, baseline deltas, junit.xml
+        print_outcome(state, outcome)
+        if not outcome.passed:
+            raise PolicyFailed(outcome.policy.summary())  # type: ignore[union-attr]
