@@ -201,3 +201,14 @@ def test_evaluate_rejects_a_bad_corruption_before_loading_anything(tmp_path, tes
     res = run("evaluate", str(tmp_path / "no-such-detector.yaml"), str(test_images_folder), "--corruption", "jpeg:9", "--out", str(tmp_path / "r"))
     assert_one_line_error(res, "--corruption jpeg:9", "outside 1..5")
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_with_noise_same_seed_same_tables(trained_detector, test_images_folder, tmp_path):
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "5")):
+        res = run("evaluate", str(trained_detector), str(test_images_folder), "--corruption", "noise:3", "--seed", seed, "--out", str(tmp_path / name), "-q")
+        assert res.exit_code == 0, res.output
+    for f in ("metrics.json", "metrics.md", "predictions.csv"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    noise = [line for line in (tmp_path / "a" / "predictions.csv").read_text().splitlines() if ",noise," in line]
+    other = [line for line in (tmp_path / "c" / "predictions.csv").read_text().splitlines() if ",noise," in line]
+    assert len(noise) == 80 and noise != other  # another seed draws other noise
