@@ -264,6 +264,18 @@ def test_attack_variants_in_evaluate_give_the_table_rows(linear, npz_data):
     assert record["psnr_mean_db"] == pytest.approx(20 * np.log10(255 / 8)) and record["spec"]["labels"] == "true labels"
 
 
+def test_a_detector_whose_positive_class_is_real_is_attacked_the_same_way(tmp_path, npz_data):
+    """Labels follow the detector's positive class: the attack still pushes away from the truth."""
+    from robustlab.attacks import parse_attacks
+    from robustlab.detector import load_detector
+    from robustlab.evaluate import evaluate
+
+    det = load_detector(save_detector(tmp_path, "linear"), positive="real")
+    result = evaluate(det, npz_data, variants=parse_attacks(["fgsm:eps=1/255,8/255"]))
+    acc = {(r.set, r.param): r.accuracy for r in result.rows}
+    assert acc[("clean", "")] == 1.0 and acc[("adversarial", "eps=0.0039")] == 1.0 and acc[("adversarial", "eps=0.0314")] == 0.0
+
+
 def test_diagnostics_catch_broken_evaluations(linear, saturated, npz_data):
     from robustlab.attacks import attack_checks, parse_attacks
     from robustlab.evaluate import evaluate
