@@ -54,7 +54,7 @@ def row_title(row: "MetricsRow | Mapping[str, Any]") -> str:
     if kind == "mixed":
         return "(Original + Adversarial) Images"
     if kind == "corrupted":
-        name = variant.upper() if len(variant) <= 4 else variant.capitalize()
+        name = {"jpeg": "JPEG"}.get(variant, variant.capitalize())
         return f"{name} Images ({param})" if param else f"{name} Images"
     if kind == "worst-case":
         return "Worst case (right clean and under every attack and corruption)"
