@@ -52,7 +52,8 @@ figcaption { color: var(--muted); font-size: 12px; }
 .strip { overflow-x: auto; } .strip table td { text-align: center; } .strip img { image-rendering: pixelated; width: 96px; height: auto; display: block; margin: 0 auto; }
 .conf { display: flex; flex-wrap: wrap; gap: 14px; } .conf table td, .conf table th { padding: 2px 6px; }
 ul.diag li { color: var(--warn); }
-table.images td, table.policy td { text-align: left; }
+table.images td, table.policy td, table.images th, table.policy th { text-align: left; }
+.wide { overflow-x: auto; max-width: 100%; } table.baseline td, table.baseline th { white-space: nowrap; }
 """
 
 
@@ -156,12 +157,14 @@ def _policy(report: "PolicyReport") -> str:
     src = report.policy.source
     return (
         f"<h2>Policy <code>{esc(report.policy.name)}</code></h2>"
-        + (f'<p class="muted">{esc(src)}</p>' if src else "")
+        + (f'<p class="muted">{esc(src.resolve())}</p>' if src else "")
         + f'<table class="policy"><tr><th>Result</th><th>Rule</th><th>Name</th><th>Found</th></tr>{"".join(rows)}</table>'
     )
 
 
 def _comparison(comparison: Sequence["RowComparison"], baseline_name: str) -> str:
+    from robustlab.policy import comparison_title
+
     if not comparison:
         return ""
     metrics = [d.metric for d in comparison[0].deltas]
@@ -177,10 +180,10 @@ def _comparison(comparison: Sequence["RowComparison"], baseline_name: str) -> st
             mark = " &#9660;" if d.regressed else ""
             cells.append(f"<td>{fmt(d.baseline)}</td><td>{fmt(d.run)}</td><td{cls}>{delta}{mark}</td>")
         tr = '<tr class="regressed">' if c.regressed else "<tr>"
-        body.append(f'{tr}<td>{esc(row_title(c.row))}</td>{"".join(cells)}</tr>')
+        body.append(f'{tr}<td>{esc(comparison_title(c.row))}</td>{"".join(cells)}</tr>')
     n_reg = sum(c.regressed for c in comparison)
     verdict = f'<p class="fail">{n_reg} of {len(comparison)} rows are worse than the baseline (&#9660;).</p>' if n_reg else f'<p class="pass">No row is worse than the baseline ({len(comparison)} rows).</p>'
-    return f'<h2>Against baseline <code>{esc(baseline_name)}</code></h2>{verdict}<table class="baseline">{head}{sub}{"".join(body)}</table>'
+    return f'<h2>Against baseline <code>{esc(baseline_name)}</code></h2>{verdict}<div class="wide"><table class="baseline">{head}{sub}{"".join(body)}</table></div>'
 
 
 PLOT_CAPTIONS = {

@@ -692,9 +692,19 @@ def compare_rows(rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapp
     return out
 
 
+def comparison_title(row: Mapping[str, Any]) -> str:
+    """The published row title, with the attack named on mixed rows (several sit in one table)."""
+    from robustlab.reports import param_display, row_title
+
+    if row["set"] == "mixed" and row["variant"] not in ("none", ""):
+        p = param_display(row.get("param") or "")
+        return f"(Original + {row['variant'].upper()} Adversarial{f' ({p})' if p else ''}) Images"
+    return row_title(row)
+
+
 def comparison_markdown(comparison: Sequence[RowComparison], *, baseline_name: str) -> str:
     """A Markdown table: each metric as ``run (delta)``, regressions marked with a red dot."""
-    from robustlab.reports import _md_escape, row_title
+    from robustlab.reports import _md_escape
 
     metrics = [d.metric for d in comparison[0].deltas] if comparison else list(COMPARED_METRICS)
     lines = [f"## Against baseline `{_md_escape(baseline_name)}`", ""]
@@ -710,7 +720,7 @@ def comparison_markdown(comparison: Sequence[RowComparison], *, baseline_name: s
             delta = "" if d.delta is None else (f" ({int(d.delta):+d})" if d.metric == "misclassified" else f" ({d.delta:+.4f})")
             mark = " 🔴" if d.regressed else ""
             cells.append(f"{run}{delta}{mark}")
-        lines.append(f"| {_md_escape(row_title(c.row))} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_md_escape(comparison_title(c.row))} | " + " | ".join(cells) + " |")
     n_reg = sum(c.regressed for c in comparison)
     lines += ["", f"{n_reg} of {len(comparison)} rows regressed (🔴: worse than the baseline)." if n_reg else f"No row is worse than the baseline ({len(comparison)} rows compared).", ""]
     return "\n".join(lines)
