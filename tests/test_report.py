@@ -354,3 +354,31 @@ def test_a_page_that_cannot_be_rendered_does_not_cost_the_run(run_copy: Path, ca
     assert not (run_copy / "report.html").exists()
     err = capsys.readouterr().err
     assert "report.html not written" in err and "robustlab report" in err
+
+
+def test_readme_examples_are_valid(tmp_path: Path) -> None:
+    """The README's policy and suite examples load; its CI snippets are valid YAML."""
+    import yaml
+
+    from robustlab.policy import load_policy
+    from robustlab.suites import load_suite
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Reports, policies and CI") : readme.index("## Command reference")]
+    blocks = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    assert len(blocks) >= 5
+    (tmp_path / "p.yaml").write_text(blocks[0], encoding="utf-8")
+    assert len(load_policy(tmp_path / "p.yaml").rules) == 6
+    suite = tmp_path / "suites" / "s.yaml"
+    suite.parent.mkdir()
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "ci-quick.yaml").write_text(blocks[0], encoding="utf-8")
+    suite.write_text(blocks[1], encoding="utf-8")
+    assert len(load_suite(suite).variants()) == 6
+    workflow = yaml.safe_load(blocks[2])
+    steps = workflow["jobs"]["robustness"]["steps"]
+    assert any("GITHUB_STEP_SUMMARY" in s.get("run", "") for s in steps)
+    assert any(s.get("uses", "").startswith("actions/upload-artifact") for s in steps)
+    assert isinstance(yaml.safe_load(blocks[3]), list)
+    gitlab = yaml.safe_load(blocks[4])["robustness"]
+    assert gitlab["artifacts"]["reports"]["junit"].endswith("junit.xml")
