@@ -1,12 +1,17 @@
 """``robustlab report RUN``: HTML / Markdown / JSON / JUnit from a run folder alone; exit 1 when a policy fails."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Callable
+
 import click
 
 from robustlab.cli.common import State, common_options, echo_err, pass_state, with_examples
 
+if TYPE_CHECKING:  # pragma: no cover
+    from robustlab.publish import ReportOutcome
 
-def format_option(f):  # type: ignore[no-untyped-def]
+
+def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--format",
         "formats",
@@ -15,7 +20,7 @@ def format_option(f):  # type: ignore[no-untyped-def]
     )(f)
 
 
-def print_outcome(state: State, outcome) -> None:  # type: ignore[no-untyped-def]
+def print_outcome(state: State, outcome: "ReportOutcome") -> None:
     """Rule results on stdout (one line each), files written and the baseline verdict on stderr."""
     if outcome.policy is not None:
         for r in outcome.policy.results:
