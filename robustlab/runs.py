@@ -18,14 +18,15 @@ from typing import Any
 from robustlab.errors import RobustlabError
 
 
-def _file_mode() -> int:
-    """0o666 less the process umask: what open() would give (mkstemp alone gives 0o600)."""
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-_FILE_MODE = _file_mode()
+# what open() / mkdir() would give; mkstemp / mkdtemp alone give 0o600 / 0o700
+_FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
 
 
 def atomic_write_bytes(path: "str | os.PathLike", data: bytes) -> Path:
@@ -99,6 +100,7 @@ class RunFolder:
             raise RobustlabError("already exists and is not empty", thing=self.final, fix="choose another --out, or pass --force to replace it")
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.tmp-{os.getpid()}-", dir=self.final.parent))
+        os.chmod(self.dir, _DIR_MODE)  # mkdtemp gives 0o700; a run folder is as readable as any folder
         self.started = time.time()
         self.committed = False
 
