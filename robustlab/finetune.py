@@ -269,6 +269,14 @@ def check_trainable(detector: Any) -> None:
         )
     if not model.weights:
         raise RobustlabError("this detector's model has no weights to train", thing=thing, fix="fine-tuning needs a model with trainable layers")
+    try:  # the new model is saved as .keras: every layer must serialize (checked before, not after, training)
+        model.get_config()
+    except Exception as exc:  # noqa: BLE001 - a custom layer without get_config, typically
+        raise RobustlabError(
+            f"this detector's model cannot be saved in the Keras 3 format ({exc.__class__.__name__}: {' '.join(str(exc).split())[:160]})",
+            thing=thing,
+            fix="give its custom layers a get_config() method so the fine-tuned model can be written",
+        ) from None
 
 
 def _leaf_layers(model: Any) -> list[Any]:
@@ -416,8 +424,13 @@ def adversarial_examples(
     return np.asarray(out, np.float32)
 
 
-class _Steps:
-    """The tf.functions of one run: training steps, validation step, guard step (shapes (None, H, W, 3))."""
+class TrainingSteps:
+    """The compiled pieces of one run (see :func:`prepare_training`): the training pass
+    (:meth:`train_epoch`; ``plain_step`` / ``mixed_step`` per batch), ``val_step`` and ``guard_step``.
+
+    Batches are uint8 (B, H, W, 3) at the detector's input size with int32 positive-class labels;
+    the tf.functions take any B, so the last, smaller batch does not retrace.
+    """
 
     def __init__(self, detector: Any, config: FinetuneConfig, optimizer: Any, class_w: np.ndarray):
         import tensorflow as tf
@@ -502,6 +515,54 @@ class _Steps:
         self.guard_step = guard_step
         self.attack = attack
         self.train_attack = train_attack
+
+    def train_epoch(self, train_set: Any, epoch: int, *, progress: bool = False) -> dict[str, float]:
+        """One pass over TRAIN (streamed in a seeded order for ``epoch``), ``ratio`` of each batch attacked.
+
+        Returns ``{"loss", "accuracy", "adv_share", "n"}`` over the images seen. All randomness
+        (order, which images are attacked, random starts) is keyed by ``(seed, epoch, step)``.
+        """
+        config, det = self.config, self.detector
+        positive = det.positive
+        order = np.random.default_rng([config.seed, 1, epoch]).permutation(len(train_set))
+        loss_sum = correct = n_seen = n_adv = 0.0
+        batches = train_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size, indices=order)
+        for step, batch in enumerate(_batches_progress(batches, len(train_set), f"epoch {epoch}/{config.epochs}", progress)):
+            b = len(batch.idx)
+            if b == 0:
+                continue
+            y = (batch.y if positive == "fake" else 1 - batch.y).astype(np.int32)
+            k = int(round(config.ratio * b))
+            if k > 0:
+                rng = np.random.default_rng([config.seed, 2, epoch, step])
+                adv_idx = np.sort(rng.choice(b, size=k, replace=False)).astype(np.int32)
+                seed = np.asarray([config.seed, epoch * 1_000_003 + step], np.int32)
+                loss, corr = self.mixed_step(batch.x, y, adv_idx, seed)
+            else:
+                loss, corr = self.plain_step(batch.x, y)
+            loss_sum += float(loss) * b
+            correct += float(corr)
+            n_seen += b
+            n_adv += k
+        n = max(n_seen, 1.0)
+        return {"loss": loss_sum / n, "accuracy": correct / n, "adv_share": n_adv / n, "n": n_seen}
+
+
+def prepare_training(detector: Any, config: FinetuneConfig, train_set: Any) -> tuple[TrainingSteps, dict[str, Any]]:
+    """Make ``detector`` (a private copy: it is changed) ready to train -> (steps, what trains).
+
+    Checks the model can be trained, sets the trainable layers, class weights from TRAIN's labels,
+    the optimizer, and seeds Keras and the model's seed generators (Dropout) from ``config.seed``.
+    """
+    import keras
+
+    check_trainable(detector)
+    chosen = select_trainable(detector, config.trainable, config.train_bn)
+    class_w = class_weights(config.class_weight, train_set.labels, detector.positive)
+    optimizer = make_optimizer(config.optimizer, config.lr)
+    keras.utils.set_random_seed(config.seed)
+    _seed_generators(detector.model, config.seed)
+    return TrainingSteps(detector, config, optimizer, class_w), chosen
 
 
 # --------------------------------------------------------------------------- state & checkpoints
@@ -938,25 +999,17 @@ def _run(
     on_epoch_end: Callable[[dict[str, Any]], None] | None,
 ) -> FinetuneResult:
     """Train (from the last checkpoint, if any), then write the outputs and rename into place."""
-    import keras
-
     from robustlab.detector import load_detector
 
     config = FinetuneConfig.from_dict(run["config"])
     train_set, val_set, test_set = sets
     t_start = time.time()
     det = load_detector(source_detector.spec, trust_model=bool(run["trust_model"]))  # a private copy to train
-    check_trainable(det)
     model = det.model
     original_flags = [(layer, layer.trainable) for layer in [model, *_leaf_layers(model)]]
-    chosen = select_trainable(det, config.trainable, config.train_bn)
+    steps, chosen = prepare_training(det, config, train_set)
+    optimizer = steps.optimizer
     positive = det.positive
-    y_train = train_set.labels if positive == "fake" else 1 - train_set.labels
-    class_w = class_weights(config.class_weight, train_set.labels, positive)
-    optimizer = make_optimizer(config.optimizer, config.lr)
-    keras.utils.set_random_seed(config.seed)
-    _seed_generators(model, config.seed)
-    steps = _Steps(det, config, optimizer, class_w)
     initial = _model_arrays(model)
 
     ckpts = _Checkpoints(partial)
@@ -1011,26 +1064,8 @@ def _run(
     while state.stopped is None and state.epoch < config.epochs:
         epoch = state.epoch + 1
         t0 = time.time()
-        order = np.random.default_rng([config.seed, 1, epoch]).permutation(n_train)
-        loss_sum = correct = n_seen = n_adv = 0.0
-        batches = train_set.batches((h, w), method=resize, batch_size=bs, indices=order)
-        for step, batch in enumerate(_batches_progress(batches, n_train, f"epoch {epoch}/{config.epochs}", progress)):
-            b = len(batch.idx)
-            if b == 0:
-                continue
-            y = (batch.y if positive == "fake" else 1 - batch.y).astype(np.int32)
-            k = int(round(config.ratio * b))
-            if k > 0:
-                rng = np.random.default_rng([config.seed, 2, epoch, step])
-                adv_idx = np.sort(rng.choice(b, size=k, replace=False)).astype(np.int32)
-                seed = np.asarray([config.seed, epoch * 1_000_003 + step], np.int32)
-                loss, corr = steps.mixed_step(batch.x, y, adv_idx, seed)
-            else:
-                loss, corr = steps.plain_step(batch.x, y)
-            loss_sum += float(loss) * b
-            correct += float(corr)
-            n_seen += b
-            n_adv += k
+        stats = steps.train_epoch(train_set, epoch, progress=progress)
+        n_seen = stats["n"]
         train_seconds = time.time() - t0
         if n_seen == 0:
             raise RobustlabError("no training image could be read", thing=run["train"], fix="check the files (see the skipped list above)")
@@ -1048,9 +1083,9 @@ def _run(
         row: dict[str, Any] = {
             "epoch": epoch,
             "lr": float(state.lr),
-            "loss": loss_sum / n_seen,
-            "accuracy": correct / n_seen,
-            "adv_share": n_adv / n_seen,
+            "loss": stats["loss"],
+            "accuracy": stats["accuracy"],
+            "adv_share": stats["adv_share"],
             "val_loss": v_loss / v_n,
             "val_accuracy": v_corr / v_n,
             "val_adv_loss": a_loss / v_n,
@@ -1098,7 +1133,13 @@ def _run(
         if len(vb.idx):
             val_scores.append(det.scores(vb.x))
             val_y.append(vb.y if positive == "fake" else 1 - vb.y)
-    threshold, threshold_note = pick_val_threshold(np.concatenate(val_y), np.concatenate(val_scores), config.threshold_strategy, thing=run["val"])
+    y_v, s_v = np.concatenate(val_y), np.concatenate(val_scores)
+    try:
+        threshold, threshold_note = pick_val_threshold(y_v, s_v, config.threshold_strategy, thing=run["val"])
+    except RobustlabError as exc:  # e.g. a precision target the new model does not reach: keep the training
+        threshold, threshold_note = pick_val_threshold(y_v, s_v, "max-f1", thing=run["val"])
+        threshold_note = f"{threshold_note} (--threshold-strategy {config.threshold_strategy} failed: {exc.problem})"
+        log(f"robustlab adv-train: warning: --threshold-strategy {config.threshold_strategy} failed on VAL ({exc.problem}); used max-f1")
     log(f"robustlab adv-train: kept epoch {state.best_epoch}; threshold {threshold:.4f} ({threshold_note})")
     return _finish(partial, run, config, state, det, source_detector, test_set, threshold, threshold_note, chosen, steps.train_attack_desc, time.time() - t_start, progress, log)
 
@@ -1283,6 +1324,8 @@ def _finish(
         f"Training: ratio {config.ratio:g} of each batch {attack_desc}; {config.optimizer} lr {config.lr:g}; trainable {config.trainable}.",
         f"Data: `{test_set.root}` ({len(test_set)} images); attacked subset fraction {float(run['eval']['fraction']):g}, seed {config.seed}.",
     ]
+    if not run.get("test"):
+        summary.append("**Optimistic**: no --test was given, so these rows are on VAL, where the kept epoch and the new threshold were picked. Evaluate on a held-out set before trusting them.")
     if state.stopped:
         summary.append(f"Stopped early: {state.stopped}.")
     atomic_write_text(ba / "comparison.md", comparison_markdown(comp, title=f"robustlab adv-train: {source_detector.spec.name} before / after", summary=summary))

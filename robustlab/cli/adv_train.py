@@ -112,78 +112,62 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
     the new one on TEST: clean, FGSM, PGD and corruption rows, and comparison.md side by side).
     The input model is never modified.
     """
-    from robustlab.finetune import FinetuneConfig, adv_train, resume_adv_train
-
     overrides, trust = pop_detector_overrides(kwargs)
     log = (lambda s: echo_err(state, s))
-    if resume:
-        given = {k: v for k, v in kwargs.items() if k in _RESUME_CHECKED and ctx.get_parameter_source(k) in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)}
-        for name, value in (("train", train), ("val", val), ("test", test)):
-            if value is not None:
-                given[name] = value
-        if ctx.get_parameter_source("seed") in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
-            given["seed"] = state.seed
-        if ctx.get_parameter_source("batch_size") in (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT):
-            given["batch_size"] = state.batch_size
-        if out is not None and Path(out).resolve() != Path(resume).resolve():
-            raise RobustlabError(f"--out {out} and --resume {resume} name different folders", fix="give only --resume NEW")
-        result = resume_adv_train(resume, progress=state.progress, log=log, expect=given)
-    else:
-        if not detector or not train:
-            raise RobustlabError("DETECTOR and TRAIN are required", fix="run `robustlab adv-train DETECTOR TRAIN --val VAL --out NEW`, or `--resume NEW` to continue a run")
-        if not val:
-            raise RobustlabError("no validation set", fix="pass --val VAL (held-out DATA: early stopping, the overfitting guard and the new threshold are picked on it)")
-        if not out:
-            raise RobustlabError("no --out folder", fix="pass --out NEW (a new folder; the input model is never modified)")
-        from robustlab.data import open_dataset
-        from robustlab.detector import load_detector
+    try:
+        if resume:
+            result = _resume(ctx, state, resume, out, {"train": train, "val": val, "test": test}, kwargs, log)
+        else:
+            if not detector or not train:
+                raise RobustlabError("DETECTOR and TRAIN are required", fix="run `robustlab adv-train DETECTOR TRAIN --val VAL --out NEW`, or `--resume NEW` to continue a run")
+            if not val:
+                raise RobustlabError("no validation set", fix="pass --val VAL (held-out DATA: early stopping, the overfitting guard and the new threshold are picked on it)")
+            if not out:
+                raise RobustlabError("no --out folder", fix="pass --out NEW (a new folder; the input model is never modified)")
+            from robustlab.data import open_dataset
+            from robustlab.detector import load_detector
+            from robustlab.finetune import adv_train
 
-        config = FinetuneConfig(
-            eps=kwargs["eps"],
-            ratio=kwargs["ratio"],
-            attack=kwargs["attack"],
-            epochs=kwargs["epochs"],
-            batch_size=state.batch_size,
-            lr=kwargs["lr"],
-            optimizer=kwargs["optimizer"],
-            label_smoothing=kwargs["label_smoothing"],
-            trainable=kwargs["trainable"],
-            train_bn=kwargs["train_bn"],
-            class_weight=kwargs["class_weight"],
-            patience=kwargs["patience"],
-            reduce_lr_patience=kwargs["reduce_lr_patience"],
-            reduce_lr_factor=kwargs["reduce_lr_factor"],
-            min_lr=kwargs["min_lr"],
-            monitor=kwargs["monitor"],
-            pgd_steps=kwargs["pgd_steps"],
-            pgd_step=kwargs["pgd_step"],
-            guard=kwargs["guard"],
-            guard_size=kwargs["guard_size"],
-            guard_drop=kwargs["guard_drop"],
-            threshold_strategy=kwargs["threshold_strategy"],
-            seed=state.seed,
-        ).validated()
-        # cheap checks before TensorFlow loads: the data sets (both classes), then the detector
-        for name, data in (("TRAIN", train), ("--val", val), ("--test", test)):
-            if data is not None:
-                open_dataset(data, classes=class_map)
-        det = load_detector(detector, trust_model=trust, **overrides)
-        result = adv_train(
-            det,
-            train,
-            val,
-            out=out,
-            config=config,
-            test=test,
-            classes=class_map,
-            trust_model=trust,
-            force=force,
-            eval_attacks=list(eval_attacks) or None,
-            eval_corruptions=list(eval_corruptions) or None,
-            eval_fraction=eval_fraction,
-            progress=state.progress,
-            log=log,
-            command=command_line(),
-        )
+            config = _config(state, kwargs)
+            for data in (train, val, test):  # cheap checks (files, both classes) before TensorFlow loads
+                if data is not None:
+                    open_dataset(data, classes=class_map)
+            det = load_detector(detector, trust_model=trust, **overrides)
+            result = adv_train(
+                det, train, val, out=out, config=config, test=test, classes=class_map, trust_model=trust, force=force,
+                eval_attacks=list(eval_attacks) or None, eval_corruptions=list(eval_corruptions) or None, eval_fraction=eval_fraction,
+                progress=state.progress, log=log, command=command_line(),
+            )
+    except KeyboardInterrupt:
+        from robustlab.finetune import partial_dir
+
+        target = resume or out
+        if target and partial_dir(target).exists():
+            echo_err(state, f"robustlab adv-train: interrupted; the last complete epoch is checkpointed: continue with `robustlab adv-train --resume {target}`")
+        raise
     click.echo((result.out / "before-after" / "comparison.md").read_text(encoding="utf-8"))
     echo_err(state, f"robustlab adv-train: new detector written: {result.out / 'detector.yaml'} (kept epoch {result.best_epoch}, threshold {result.threshold:.4f})")
+
+
+def _config(state: State, kwargs: dict[str, Any]) -> Any:
+    """The FinetuneConfig from the command's options (validated: one-line errors)."""
+    from robustlab.finetune import FinetuneConfig
+
+    names = [f for f in FinetuneConfig.__dataclass_fields__ if f not in ("batch_size", "seed")]
+    return FinetuneConfig(**{n: kwargs[n] for n in names}, batch_size=state.batch_size, seed=state.seed).validated()
+
+
+def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any) -> Any:
+    """``--resume NEW``: settings come from the checkpoint; any given again must be the same."""
+    from robustlab.finetune import resume_adv_train
+
+    explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+    given: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _RESUME_CHECKED and ctx.get_parameter_source(k) in explicit}
+    given.update({k: v for k, v in data.items() if v is not None})
+    if ctx.get_parameter_source("seed") in explicit:
+        given["seed"] = state.seed
+    if ctx.get_parameter_source("batch_size") in explicit:
+        given["batch_size"] = state.batch_size
+    if out is not None and Path(out).resolve() != Path(resume).resolve():
+        raise RobustlabError(f"--out {out} and --resume {resume} name different folders", fix="give only --resume NEW")
+    return resume_adv_train(resume, progress=state.progress, log=log, expect=given)
