@@ -16,8 +16,8 @@ This is the only robustlab module that imports ART (lazily, inside functions).
   catch broken evaluations (gradient masking, a broken attack).
 
 ART's ``TensorFlowV2Classifier.loss_gradient`` runs the model eagerly, layer by layer; robustlab
-subclasses it with the same loss compiled as one ``tf.function`` (:func:`art_classifier`), which is
-what makes ``robustlab attack`` as fast as a hand-written ``tf.function`` FGSM.
+subclasses it with the same loss compiled as one ``tf.function`` (:func:`art_classifier`), as fast
+as a hand-written ``tf.function`` gradient (``tests/benchmarks/bench_attacks.py`` measures both).
 """
 from __future__ import annotations
 
@@ -38,9 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from robustlab.data import Dataset
     from robustlab.detector import Detector
     from robustlab.evaluate import EvaluationResult, VariantStats
-    from robustlab.runs import RunFolder
 
-log = logging.getLogger("robustlab")
 
 DEFAULT_PGD_STEPS = 10
 PGD_STEP_FACTOR = 2.5  # default PGD step size: 2.5 * eps / steps (Madry et al.)
@@ -694,6 +692,8 @@ class AttackVariant:
     ``record`` is a live dict (spec + totals, refreshed after every batch) meant for
     ``evaluate(extra_info={"attacks": [v.record, ...]})``; ``last`` is the latest batch's
     :class:`AttackResult` (for ``on_delivered`` callbacks such as :class:`AdversarialWriter`).
+    Totals accumulate over every batch the object attacks: use fresh variants (``parse_attacks``)
+    for each evaluation.
     """
 
     spec: AttackSpec
