@@ -1272,6 +1272,17 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], *, title: str, summar
     return "\n".join(lines) + "\n"
 
 
+def _checks(detector: Any, data: Any, variants: Sequence[Any], config: FinetuneConfig, extra_info: dict[str, Any]) -> dict[str, Any]:
+    """``checks`` and ``extra_info`` for a before/after evaluate: the attack module's diagnostics
+    (an attack that does not hurt, FGSM beating PGD: signs of gradient masking)."""
+    if not any(getattr(v, "kind", None) is not None and str(v.kind) == "adversarial" for v in variants):
+        return {"extra_info": extra_info or None}
+    from robustlab.attacks import attack_checks
+
+    checks = attack_checks(detector, data, variants, seed=config.seed, batch_size=config.batch_size, info=extra_info)
+    return {"checks": checks, "extra_info": extra_info}
+
+
 def _finish(
     partial: Path,
     run: dict[str, Any],
@@ -1312,11 +1323,11 @@ def _finish(
     shutil.rmtree(ba, ignore_errors=True)
     common = dict(variants=variants, attack_fraction=float(run["eval"]["fraction"]), seed=config.seed, batch_size=config.batch_size, force=True, progress=progress, config={"adv_train": run["out"]})
     log(f"robustlab adv-train: evaluating the input detector and the new one on {test_set.root} ({len(test_set)} images)")
-    before = evaluate(source_detector, test_set, out=ba / "before", command=run.get("command"), **common)
+    before = evaluate(source_detector, test_set, out=ba / "before", command=run.get("command"), **common, **_checks(source_detector, test_set, variants, config, {}))
     after_desc = new_det.describe()
     after_desc["spec"] = {**after_desc["spec"], "model": str(out / "model.keras")}
     after_desc["spec_file"] = str(out / "detector.yaml")
-    after = evaluate(new_det, test_set, out=ba / "after", command=run.get("command"), extra_info={"detector": after_desc}, **common)
+    after = evaluate(new_det, test_set, out=ba / "after", command=run.get("command"), **common, **_checks(new_det, test_set, variants, config, {"detector": after_desc}))
     comp = comparison_rows(before.rows, after.rows)
     summary = [
         f"Before: `{source_detector.spec.source or source_detector.spec.model}` (threshold {source_detector.threshold:g}).",
