@@ -1105,6 +1105,8 @@ def _run(
         if "best" in events:
             new_best = _model_arrays(model)
             best_arrays = new_best
+        elif state.best_epoch == 0 and len(state.history) == 0:
+            new_best = best_arrays  # no trained epoch is better yet: the checkpoint keeps the input weights
         row["event"] = " ".join(events)
         row["train_seconds"] = train_seconds
         row["seconds"] = time.time() - t0
@@ -1140,7 +1142,8 @@ def _run(
         threshold, threshold_note = pick_val_threshold(y_v, s_v, "max-f1", thing=run["val"])
         threshold_note = f"{threshold_note} (--threshold-strategy {config.threshold_strategy} failed: {exc.problem})"
         log(f"robustlab adv-train: warning: --threshold-strategy {config.threshold_strategy} failed on VAL ({exc.problem}); used max-f1")
-    log(f"robustlab adv-train: kept epoch {state.best_epoch}; threshold {threshold:.4f} ({threshold_note})")
+    kept = f"epoch {state.best_epoch}" if state.best_epoch else f"epoch 0, the input weights (no epoch improved {config.monitor})"
+    log(f"robustlab adv-train: kept {kept}; threshold {threshold:.4f} ({threshold_note})")
     return _finish(partial, run, config, state, det, source_detector, test_set, threshold, threshold_note, chosen, steps.train_attack_desc, time.time() - t_start, progress, log)
 
 

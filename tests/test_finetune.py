@@ -395,3 +395,28 @@ def test_adversarial_training_raises_adversarial_accuracy(ft, tmp_path):
     comp = {(r["set"], r["variant"]): r for r in result.comparison}
     assert comp[("adversarial", "fgsm")]["accuracy_after"] > comp[("adversarial", "fgsm")]["accuracy_before"]
     assert comp[("adversarial", "pgd")]["accuracy_after"] > comp[("adversarial", "pgd")]["accuracy_before"]
+
+
+def test_no_better_epoch_keeps_the_input_weights_across_a_resume(ft):
+    """A diverging run (NaN validation loss) never improves: the input weights are kept, also after a stop + resume."""
+    import keras
+
+    from robustlab.detector import load_detector
+    from robustlab.finetune import adv_train, resume_adv_train
+
+    out = ft["root"] / "diverged"
+    config = small_config(epochs=2, optimizer="sgd", lr=1e30, ratio=0.0, guard=False)
+
+    def stop(row: dict) -> None:
+        assert row["val_loss"] != row["val_loss"]  # NaN: the weights blew up
+        if row["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adv_train(load_detector(ft["spec"]), ft["train"], ft["val"], out=out, config=config, on_epoch_end=stop, eval_attacks=[], eval_corruptions=[])
+    result = resume_adv_train(out)
+    assert result.best_epoch == 0 and [r["event"] for r in result.history] == ["", ""]
+    old = keras.saving.load_model(ft["model"])
+    new = keras.saving.load_model(out / "model.keras")
+    for a, b in zip(old.weights, new.weights):
+        assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
