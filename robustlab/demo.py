@@ -211,6 +211,9 @@ def run_demo(
 
         t = time.time()
         log(f"robustlab demo: training a small CNN detector ({epochs} epochs on {2 * n_train} images)")
+        import keras
+
+        keras.utils.set_random_seed(seed)  # weight initialisation too, not only the training order
         model = build_model(DEMO_SIZE)
         history = train_model(model, *arrays["train"], epochs=epochs, seed=seed)
         det_dir = work / "detector"
