@@ -430,6 +430,7 @@ class WeightStats:
 
 
 def _stats(arrays: Iterator[np.ndarray]) -> WeightStats:
+    """Stats over floating-point arrays, one array in memory at a time."""
     n = v = 0
     total = squares = 0.0
     for a in arrays:
@@ -466,19 +467,21 @@ def file_weight_stats(path: "str | Path", fmt: str) -> WeightStats | None:
         f = _open_h5(path, path)
     with f:
         root = f["model_weights"] if "model_weights" in f else f
-        found: list[np.ndarray] = []
+        names: list[str] = []
 
         def visit(name: str, obj: Any) -> None:
-            if name.split("/")[0] in _SKIP_GROUPS:
-                return
-            if isinstance(obj, h5py.Dataset) and obj.shape is not None and np.issubdtype(obj.dtype, np.floating):
+            if name.split("/")[0] not in _SKIP_GROUPS and isinstance(obj, h5py.Dataset) and obj.shape is not None and np.issubdtype(obj.dtype, np.floating):
+                names.append(name)
+
+        def arrays() -> Iterator[np.ndarray]:
+            for name in names:
                 try:
-                    found.append(obj[()])
+                    yield root[name][()]
                 except OSError:
                     raise RobustlabError(f"weight array {name} cannot be read (truncated or corrupt file)", thing=path, fix="download or copy the file again") from None
 
         root.visititems(visit)
-        return _stats(iter(found))
+        return _stats(arrays())
 
 
 def model_weight_stats(model: Any) -> WeightStats:

@@ -20,7 +20,7 @@ from robustlab.cli.common import State, common_options, data_options, detector_o
 @with_examples(
     """
 robustlab inspect best_model_effatt.h5                    # what is in the file, without running it
-robustlab inspect configs/detectors/cnn3-128.yaml         # the spec robustlab would use
+robustlab inspect models/cnn3-128.yaml                    # a profile copied beside its model
 robustlab inspect detector.yaml data/test --sample 400    # + which preprocessing scores best
 robustlab inspect model.h5 data --split test --color bgr --scale 0-255 --json
 """
