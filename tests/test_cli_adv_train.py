@@ -113,10 +113,10 @@ def test_adv_train_end_to_end(setup, tmp_path):
     # the new detector works with the other commands
     ev = CliRunner().invoke(main, ["evaluate", str(out / "detector.yaml"), str(setup["val"]), "--out", str(tmp_path / "run"), "--quiet"])
     assert ev.exit_code == 0, ev.output
-    # an existing NEW is refused without --force
+    # an existing NEW is refused without --force, and left as it was
+    stamp = (out / "model.keras").stat().st_mtime_ns
     one_line_error(run(args), "already exists", "--force")
-    stamp = (out / "train.json").stat().st_mtime_ns
-    assert (out / "train.json").stat().st_mtime_ns == stamp
+    assert (out / "model.keras").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow
