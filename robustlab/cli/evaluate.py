@@ -18,7 +18,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
-from robustlab.cli.threshold import selection_from_options, threshold_options
+from robustlab.cli.threshold import threshold_options
 
 
 @click.command("evaluate")
@@ -58,83 +58,46 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     (path,label) or an .npz (x uint8 N x H x W x 3, y 0/1). The run folder holds run.json,
     metrics.json/.csv/.md, predictions.csv and plots/.
     """
-    from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import evaluate
-    from robustlab.publish import plan_report
-    from robustlab.suites import load_suite
+    from robustlab.errors import PolicyFailed
+    from robustlab.pipeline import run_evaluation
 
-    suite_path, policy_path, baseline_path, report_formats = (kwargs.pop(k, None) for k in ("suite_path", "policy_path", "baseline_path", "report_formats"))
-    suite = load_suite(suite_path) if suite_path else None
-    # policy and baseline are checked before the (long) evaluation, the suite's strings too
-    plan = plan_report(policy=policy_path or (suite.policy if suite else None), baseline=baseline_path, formats=report_formats)
-    suite_variants = suite.variants() if suite else []
-
-    from robustlab.corruptions import parse_corruptions
-
-    corruption_variants = parse_corruptions(kwargs.pop("corruptions", ()))
-    from robustlab.attacks import attack_checks, parse_attack_fraction, parse_attacks, sanity_message
-
-    attack_variants = parse_attacks(kwargs.pop("attacks", ()))
-    fraction_flag = kwargs.pop("attack_fraction", None)
-    fraction_flag = None if fraction_flag is None else parse_attack_fraction(fraction_flag, what="--attack-fraction")
-    sanity = bool(kwargs.pop("sanity", False))
     overrides, trust = pop_detector_overrides(kwargs)
-    dataset = open_dataset(data, split=split, classes=class_map)
-    det = load_detector(detector, trust_model=trust, **overrides)
-    selection = selection_from_options(state, det, dataset, kwargs, overrides, class_map)
-    out = out or default_run_dir("evaluate", det.name)
-    config: dict[str, Any] = {"detector": detector, "data": data, "split": split, "classes": class_map, "overrides": overrides, "trust_model": trust, "out": out}
-    # Attacks and corruptions add their variants here (see robustlab.evaluate.Variant).
-    variants: list[Any] = list(attack_variants)
-    if attack_variants:
-        config["attacks"] = [v.spec.describe() for v in attack_variants]
-    for cv in corruption_variants:
-        cv.check_input_size(det.input_size, thing=detector)
-    variants.extend(corruption_variants)
-    if corruption_variants:
-        config["corruptions"] = [f"{cv.name}:{cv.severity}" for cv in corruption_variants]
-    attack_fraction = 1.0
-    if suite is not None:  # the suite's attacks and corruptions, after the flags' (repeats run once)
-        for sv in suite_variants:
-            if hasattr(sv, "check_input_size"):
-                sv.check_input_size(det.input_size, thing=suite.source)
-        seen = {(v.variant, v.param) for v in variants}
-        variants.extend(sv for sv in suite_variants if (sv.variant, sv.param) not in seen)
-        if suite.attack_fraction is not None:
-            attack_fraction = suite.attack_fraction
-        config["suite"] = suite.to_info()
-    if fraction_flag is not None:
-        attack_fraction = config["attack_fraction"] = fraction_flag
-    extra_info: dict[str, Any] = {}  # per-attack totals and the sanity outcome, for run.json
-    checks = attack_checks(det, dataset, variants, sanity=sanity, seed=state.seed, batch_size=state.batch_size, info=extra_info)
-    plan.check_data(dataset.fingerprint(), data)
-    result = evaluate(
-        det,
-        dataset,
-        out=out,
-        variants=variants,
-        attack_fraction=attack_fraction,
+    run = run_evaluation(
+        detector,
+        data,
+        out=out or default_run_dir("evaluate", Path(detector).stem),
+        split=split,
+        classes=class_map,
+        trust_model=trust,
+        overrides=overrides,
+        attacks=kwargs.pop("attacks", ()),
+        corruptions=kwargs.pop("corruptions", ()),
+        suite=kwargs.pop("suite_path", None),
+        attack_fraction=kwargs.pop("attack_fraction", None),
+        sanity=bool(kwargs.pop("sanity", False)),
+        val=kwargs.pop("val_data", None),
+        val_split=kwargs.pop("val_split", None),
+        threshold_strategy=kwargs.pop("threshold_strategy", None),
+        allow_same_data=bool(kwargs.pop("allow_same_data", False)),
+        policy=kwargs.pop("policy_path", None),
+        baseline=kwargs.pop("baseline_path", None),
+        formats=kwargs.pop("report_formats", None),
         seed=state.seed,
         batch_size=state.batch_size,
         force=force,
         progress=state.progress,
         command=command_line(),
-        config=config,
-        threshold_selection=selection,
-        checks=checks,
-        extra_info=extra_info or None,
+        log=lambda s: echo_err(state, s),
     )
-    click.echo((Path(result.run_dir) / "metrics.md").read_text(encoding="utf-8"))
-    if sanity:
-        echo_err(state, f"robustlab: {sanity_message(extra_info.get('sanity', {}))}")
-    echo_err(state, f"robustlab: run folder written: {result.run_dir}")
-    from robustlab.cli.report import print_outcome
-    from robustlab.errors import PolicyFailed
-    from robustlab.publish import report_run
+    click.echo((Path(run.run_dir) / "metrics.md").read_text(encoding="utf-8"))
+    if run.sanity is not None:
+        from robustlab.attacks import sanity_message
 
-    if plan.needed:  # evaluate already wrote report.html; a policy, baseline or --format adds to it
-        outcome = report_run(result.run_dir, plan)  # policy verdict, baseline deltas, junit.xml
-        print_outcome(state, outcome)
-        if not outcome.passed:
-            raise PolicyFailed(outcome.policy.summary())  # type: ignore[union-attr]
+        echo_err(state, f"robustlab: {sanity_message(run.sanity)}")
+    echo_err(state, f"robustlab: run folder written: {run.run_dir}")
+    if run.report is not None:
+        from robustlab.cli.report import print_outcome
+
+        print_outcome(state, run.report)
+        if not run.passed:
+            raise PolicyFailed(run.report.policy.summary())  # type: ignore[union-attr]

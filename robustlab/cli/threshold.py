@@ -1,11 +1,10 @@
 """``robustlab threshold DETECTOR VALDATA``: a threshold from the PR / ROC curve of a validation set.
 
 Also the ``--val`` / ``--threshold-strategy`` / ``--allow-same-data`` options of ``evaluate``
-(:func:`threshold_options`, :func:`selection_from_options`).
+(:func:`threshold_options`; the selection itself is :func:`robustlab.pipeline.select_threshold_on`).
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
 
 import click
@@ -35,34 +34,6 @@ def threshold_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(opts):
         f = opt(f)
     return f
-
-
-def selection_from_options(state: State, detector: Any, data: Any, kwargs: dict[str, Any], overrides: dict[str, Any], class_map: str | None) -> Any:
-    """Pop :func:`threshold_options` from ``kwargs``; with ``--val``, check leakage, score VALDATA
-    and return a :class:`robustlab.thresholds.ThresholdSelection` (else ``None``)."""
-    from robustlab.errors import RobustlabError
-
-    val = kwargs.pop("val_data", None)
-    val_split = kwargs.pop("val_split", None)
-    strategy = kwargs.pop("threshold_strategy", None)
-    allow = bool(kwargs.pop("allow_same_data", False))
-    if val is None:
-        if strategy is not None:
-            raise RobustlabError("--threshold-strategy needs a validation set to pick on", fix="add --val VALDATA (a split other than the evaluated one)")
-        return None
-    if "threshold" in overrides:
-        raise RobustlabError("--threshold and --val both set the threshold", fix="drop --threshold, or use --threshold-strategy fixed:T")
-    from robustlab.data import open_dataset
-    from robustlab.thresholds import parse_strategy, select_threshold
-
-    strat = parse_strategy(strategy or "max-f1")
-    val_set = open_dataset(val, split=val_split, classes=class_map)
-    sel = select_threshold(detector, val_set, strat, data=data, allow_same_data=allow, seed=state.seed, batch_size=state.batch_size, progress=state.progress)
-    c = sel.choice
-    echo_err(state, f"robustlab: threshold {c.threshold:.6g} picked by {c.strategy} on {val_set.root} (validation F1 {_num(c.f1)}); applied to every set")
-    if sel.same_data_allowed:
-        echo_err(state, "robustlab: warning: the threshold was picked on images that are evaluated (--allow-same-data); the report flags it")
-    return sel
 
 
 def _num(v: float | None, digits: int = 4) -> str:
