@@ -63,6 +63,20 @@ def tiny_cnn(size: int = SIZE, *, units: int = 1, activation: str = "sigmoid"):
     return keras.Model(inp, out)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tensorflow_logging_bound_to_the_real_stderr() -> None:
+    """Import TensorFlow (and absl, ART's logging guard) once, outside any CliRunner.
+
+    TensorFlow's and absl's log handlers bind to whatever ``sys.stderr`` is when they are created;
+    created inside a CliRunner invocation they would write to its closed stream later.
+    """
+    from robustlab._tf import import_tf
+
+    tf = import_tf()
+    tf.get_logger()
+    import absl.logging  # noqa: F401
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     x, y = make_images(12, seed=1)
