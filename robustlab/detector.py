@@ -420,8 +420,10 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
     except ImportError:  # pragma: no cover - tf-keras is a dependency
         pass
     failures: list[str] = []
+    steps: dict[str, float] = {"scan": round(time.time() - t0, 3)}
     for k in frameworks:
         label = f"{'keras' if k is keras else 'tf_keras'} {k.__version__}"
+        t = time.time()
         try:
             model = build(k)
             if weights is not None:
@@ -430,7 +432,10 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
             raise
         except Exception as exc:  # noqa: BLE001 - try the next loader, report all if none works
             failures.append(f"{label}: {_one_line(exc, 160)}")
+            steps[label.split(" ")[0]] = round(time.time() - t, 3)
             continue
+        steps[label.split(" ")[0]] = round(time.time() - t, 3)
+        t = time.time()
         source = weights if weights is not None else path
         want = safety.file_weight_stats(source, fmt if weights is None else ("keras" if detect_format(weights) == "keras" else "h5"))
         have = safety.model_weight_stats(model)
@@ -440,13 +445,16 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
         how = {"h5": "load_model (HDF5)", "keras": "load_model (.keras, safe_mode=%s)" % (not trust_model), "json": "model_from_json + load_weights"}[fmt]
         if fmt == "keras" and substitutes:
             how = "model_from_json + load_weights (Lambda replaced)"
-        info["loader"] = f"{label} {how}" + (f" (fallback: keras {keras.__version__} could not read this {scanned.saved_by} file)" if failures else "")
+        written = f"Keras {scanned.keras_version} file" if scanned.keras_version else "file"
+        info["loader"] = f"{label} {how}" + (f" (fallback: keras {keras.__version__} could not read this {written})" if failures else "")
         info["framework"] = "keras" if k is keras else "tf_keras"
         if failures:
             info["loader_fallback"] = failures
         if want is not None:
             info["weights_check"] = f"{have.arrays} arrays, {have.values:,} values match {source.name}"
+        steps["weights_check"] = round(time.time() - t, 3)
         info["load_seconds"] = round(time.time() - t0, 3)
+        info["load_steps_seconds"] = steps
         return model, info
     text = "; ".join(failures)
     fix = "check the file; the scan found no code to trust" if not (scanned.lambdas or scanned.custom_classes) else "check the custom_objects in the spec"

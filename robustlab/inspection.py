@@ -216,7 +216,7 @@ def inspect_detector(
     info = det.info
     report["loader"] = info.get("loader")
     report["framework"] = info.get("framework")
-    for key in ("loader_fallback", "weights_check", "weights", "load_seconds", "code"):
+    for key in ("loader_fallback", "weights_check", "weights", "load_seconds", "load_steps_seconds", "code"):
         if info.get(key) not in (None, []):
             report[key] = info[key]
     if "label_encoder" in report and "label_encoder" in info:
@@ -286,6 +286,9 @@ def format_report(report: Mapping[str, Any]) -> str:
         row("", f"tried first: {fb}")
     if report.get("weights_check"):
         row("weights", f"verified: {report['weights_check']}")
+    if report.get("load_seconds") is not None:
+        steps = ", ".join(f"{k} {v:.1f} s" for k, v in (report.get("load_steps_seconds") or {}).items())
+        row("load time", f"{report['load_seconds']:.1f} s" + (f" ({steps})" if steps else ""))
     for note in report.get("code", []):
         row("code", note)
     inp, out = report["inputs"], report["outputs"]

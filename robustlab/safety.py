@@ -79,8 +79,8 @@ class ModelFile:
         if not self.keras_version:
             return "unknown Keras version"
         major = self.keras_version.split(".")[0]
-        what = "Keras 3" if major == "3" else f"Keras {major} (tf-keras)" if major == "2" else "Keras"
-        return f"{what} {self.keras_version}" + (f", backend {self.backend}" if self.backend else "")
+        what = " (Keras 2 / tf-keras)" if major == "2" else ""
+        return f"Keras {self.keras_version}{what}" + (f", backend {self.backend}" if self.backend else "")
 
     def describe(self) -> dict[str, Any]:
         return {
