@@ -12,7 +12,6 @@ positive when ``score >= threshold``.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os

@@ -64,7 +64,6 @@ class ModelFile:
     keras_version: str | None = None
     backend: str | None = None
     config: dict[str, Any] | None = field(default=None, repr=False)
-    framework_hint: str | None = None  # "keras" (Keras 3) | "tf_keras" (Keras 2) | None
     layer_count: int = 0  # all layers, nested models included
     top_layers: int = 0
     nested_models: list[str] = field(default_factory=list)
@@ -156,7 +155,6 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
                     fix="give the architecture JSON as `model:` and this file as `weights:` (or pass --weights)",
                 )
             mf.config = _parse_json(_attr_text(raw) or "", path)
-        mf.framework_hint = _framework_of(mf.keras_version, mf.config)
     elif fmt == "keras":
         if _signature(path, 4) != ZIP_SIGNATURE:
             raise RobustlabError("cannot load model: not a .keras archive (not a zip file)", thing=path, fix="give a Keras 3 .keras file or a .h5 model")
@@ -170,11 +168,10 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
                     meta = _parse_json(z.read("metadata.json").decode("utf-8", "replace"), path)
                     mf.keras_version = _attr_text(meta.get("keras_version"))
                 mf.has_weights = "model.weights.h5" in names or "model.weights.npz" in names
-                if "model.weights.h5" in names:
-                    z.getinfo("model.weights.h5")
         except zipfile.BadZipFile:
             raise RobustlabError("cannot load model: truncated or corrupt .keras archive (bad zip file)", thing=path, fix="download or copy the file again") from None
-        mf.framework_hint = _framework_of(mf.keras_version, mf.config)
+        if not mf.has_weights:  # Keras would build it with random weights
+            raise RobustlabError("cannot load model: a .keras archive without model.weights.h5 (no weights)", thing=path, fix="save the trained model again with model.save('x.keras')")
     elif fmt == "json":
         try:
             text = path.read_text(encoding="utf-8")
@@ -183,11 +180,8 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
         mf.config = _parse_json(text, path)
         mf.keras_version = _attr_text(mf.config.get("keras_version"))
         mf.backend = _attr_text(mf.config.get("backend"))
-        mf.framework_hint = _framework_of(mf.keras_version, mf.config)
         mf.has_weights = False
     elif fmt == "savedmodel":
-        meta = path / "keras_metadata.pb"
-        mf.framework_hint = "tf_keras" if meta.exists() else None
         return mf
     if mf.config is not None:
         if not isinstance(mf.config, Mapping) or "class_name" not in mf.config:
@@ -204,14 +198,6 @@ def _parse_json(text: str, thing: Path) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RobustlabError("JSON is not an object", thing=thing, fix="give a file written by model.to_json()")
     return value
-
-
-def _framework_of(version: str | None, config: Mapping[str, Any] | None) -> str | None:
-    if version:
-        return "keras" if version.split(".")[0] == "3" else "tf_keras"
-    if config and str(config.get("module", "")).startswith("tf_keras"):
-        return "tf_keras"
-    return None
 
 
 def _known_layer_class(name: str) -> bool:

@@ -239,6 +239,14 @@ def test_broken_files(tmp_path):
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(RobustlabError, match="not an HDF5 file"):
         load_detector(tmp_path / "text.h5")
+    from conftest import tiny_cnn
+
+    tiny_cnn(SIZE).save(tmp_path / "k.keras")
+    with zipfile.ZipFile(tmp_path / "k.keras") as src, zipfile.ZipFile(tmp_path / "no_weights.keras", "w") as dst:
+        for n in ("config.json", "metadata.json"):
+            dst.writestr(n, src.read(n))
+    with pytest.raises(RobustlabError, match=r"a .keras archive without model.weights.h5"):
+        load_detector(tmp_path / "no_weights.keras")
     (tmp_path / "cut.json").write_text(model.to_json()[:200])
     with pytest.raises(RobustlabError, match="not valid JSON"):
         load_detector(tmp_path / "cut.json", weights=str(tmp_path / "m.h5"))
