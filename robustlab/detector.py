@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -424,9 +425,11 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
         label = f"{'keras' if k is keras else 'tf_keras'} {k.__version__}"
         t = time.time()
         try:
-            model = build(k)
-            if weights is not None:
-                model.load_weights(str(weights))
+            with warnings.catch_warnings(record=True) as caught:  # kept in info, not printed
+                warnings.simplefilter("always")
+                model = build(k)
+                if weights is not None:
+                    model.load_weights(str(weights))
         except RobustlabError:
             raise
         except Exception as exc:  # noqa: BLE001 - try the next loader, report all if none works
@@ -449,6 +452,9 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
         info["framework"] = "keras" if k is keras else "tf_keras"
         if failures:
             info["loader_fallback"] = failures
+        messages = list(dict.fromkeys(" ".join(str(w.message).split())[:200] for w in caught))
+        if messages:
+            info["loader_warnings"] = messages[:5]
         if want is not None:
             info["weights_check"] = f"{have.arrays} arrays, {have.values:,} values match {source.name}"
         steps["weights_check"] = round(time.time() - t, 3)

@@ -216,7 +216,7 @@ def inspect_detector(
     info = det.info
     report["loader"] = info.get("loader")
     report["framework"] = info.get("framework")
-    for key in ("loader_fallback", "weights_check", "weights", "load_seconds", "load_steps_seconds", "code"):
+    for key in ("loader_fallback", "loader_warnings", "weights_check", "weights", "load_seconds", "load_steps_seconds", "code"):
         if info.get(key) not in (None, []):
             report[key] = info[key]
     if "label_encoder" in report and "label_encoder" in info:
@@ -284,6 +284,8 @@ def format_report(report: Mapping[str, Any]) -> str:
     row("loader", report["loader"])
     for fb in report.get("loader_fallback", []):
         row("", f"tried first: {fb}")
+    for w in report.get("loader_warnings", []):
+        row("", f"loader warning: {w}")
     if report.get("weights_check"):
         row("weights", f"verified: {report['weights_check']}")
     if report.get("load_seconds") is not None:
