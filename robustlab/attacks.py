@@ -15,15 +15,21 @@ This is the only robustlab module that imports ART (lazily, inside functions).
   :func:`cross_attack_checks` / :func:`sanity_check` are ``evaluate(checks=[...])`` functions that
   catch broken evaluations (gradient masking, a broken attack).
 
-ART's ``TensorFlowV2Classifier.loss_gradient`` runs the model eagerly, layer by layer; robustlab
-subclasses it with the same loss compiled as one ``tf.function`` (:func:`art_classifier`), as fast
-as a hand-written ``tf.function`` gradient (``tests/benchmarks/bench_attacks.py`` measures both).
+Speed. ART's ``TensorFlowV2Classifier.loss_gradient`` runs the model eagerly, layer by layer;
+robustlab subclasses it with the same loss compiled as one ``tf.function`` (:func:`art_classifier`;
+traced and run once up front), as fast as a hand-written ``tf.function`` gradient. The bookkeeping
+is vectorised over the batch: delivery, norms and PSNR in numpy (exact integer differences), SSIM
+in one compiled graph, and the success check is the one forward pass whose scores evaluate reuses.
+What remains on top of a hand-written FGSM is that forward pass, SSIM and ART's own numpy steps;
+each attack's ``record["seconds"]`` (run.json) splits its time by stage, and
+``tests/benchmarks/bench_attacks.py`` measures the whole against hand-written FGSM.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -388,10 +394,12 @@ def _compiled_class(base: type) -> type:
 
             self._gradient = gradient
             self.zero_gradient: np.ndarray | None = None
+            self.gradient_seconds = 0.0  # time spent in the compiled gradient (for the stage timings)
 
         def loss_gradient(self, x: Any, y: Any, training_mode: bool = False, **kwargs: Any) -> Any:
             if training_mode:
                 return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
+            t = time.perf_counter()
             g, zero = self._gradient(tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32))
             if self.zero_gradient is not None:
                 z = zero.numpy()
@@ -399,7 +407,9 @@ def _compiled_class(base: type) -> type:
                     self.zero_gradient &= z
                 else:  # ART split the batch: per-image tracking is off for this attack
                     self.zero_gradient = None
-            return g.numpy() if isinstance(x, np.ndarray) else g
+            out = g.numpy() if isinstance(x, np.ndarray) else g
+            self.gradient_seconds += time.perf_counter() - t
+            return out
 
     return CompiledTensorFlowV2Classifier
 
@@ -436,8 +446,9 @@ def art_classifier(detector: "Detector", *, compiled: bool = True) -> Any:
 
     Two logits, softmax cross-entropy from logits (summed over the batch, so per-image gradients
     are not scaled by 1/N), ``clip_values=(0, 1)``, input float32 (N, H, W, 3) RGB in [0, 1].
-    ``compiled=True`` (cached on the detector) uses the ``tf.function`` gradient; ``compiled=False``
-    is ART's plain eager ``loss_gradient``. Raises RobustlabError for a non-differentiable detector.
+    ``compiled=True`` (cached on the detector) uses the ``tf.function`` gradient, traced and run
+    once here (with the SSIM graph); ``compiled=False`` is ART's plain eager ``loss_gradient``.
+    Raises RobustlabError for a non-differentiable detector.
     """
     import tensorflow as tf
 
@@ -458,14 +469,26 @@ def art_classifier(detector: "Detector", *, compiled: bool = True) -> Any:
         clf._gradient.get_concrete_function()  # trace now: a missing gradient shows up here
     except _NoGradient as exc:
         raise RobustlabError(f"the detector is not differentiable: {exc}", thing=str(detector.spec.source or detector.spec.model), fix="attacks need gradients") from None
+    # run the graphs once on two tiny images: their first call (graph optimisation, ~0.1-0.2 s) is
+    # set-up, paid here rather than by the first attacked batch
+    warm = np.full((2, h, w, 3), 128, np.uint8)
+    clf._gradient(tf.constant(warm, tf.float32) / 255.0, tf.constant([[1.0, 0.0], [0.0, 1.0]]))
+    image_ssim(warm, warm)
     detector.__dict__[cache_name] = clf
     return clf
 
 
 def _art_attack(clf: Any, spec: AttackSpec, batch_size: int) -> Any:
+    """ART's attack for ``spec``, with the whole batch as one ART batch.
+
+    FGSM gets eps as a float32 0-d array (ART accepts arrays): with a Python float ART's numpy
+    projection and step broadcast eps to a float64 array and compute in float64 (a quarter of its
+    numpy time, same result after delivery). PGD runs ART's TensorFlow implementation (tf ops).
+    """
     art = _art()
     if spec.method is AttackMethod.FGSM:
-        return art["FGSM"](clf, norm=spec.norm.order, eps=spec.eps, eps_step=spec.eps, targeted=False, num_random_init=0, batch_size=batch_size, minimal=False)
+        eps = np.asarray(spec.eps, dtype=np.float32)
+        return art["FGSM"](clf, norm=spec.norm.order, eps=eps, eps_step=eps, targeted=False, num_random_init=0, batch_size=batch_size, minimal=False)
     return art["PGD"](
         clf,
         norm=spec.norm.order,
@@ -501,50 +524,73 @@ class AttackResult(NamedTuple):
 def deliver(x_uint8: np.ndarray, x_adv: np.ndarray, spec: AttackSpec) -> np.ndarray:
     """Project ``x_adv`` onto the eps ball around ``x_uint8`` and [0, 1], then deliver uint8.
 
-    ``x_uint8`` uint8 (N, H, W, 3); ``x_adv`` float (N, H, W, 3) in [0, 1]. The delivered image
-    never exceeds the budget: L-inf rounds to the nearest grey level within ``floor(eps * 255)``
-    levels; L2 rounds, and where that would exceed eps rounds the largest scaled-down perturbation
-    that fits (or truncates toward the clean image, whichever keeps more of it).
+    ``x_uint8`` uint8 (N, H, W, 3); ``x_adv`` float (N, H, W, 3) in [0, 1] (NaN counts as 0). The
+    delivered image never exceeds the budget: L-inf rounds to the nearest grey level within
+    ``floor(eps * 255)`` levels; L2 rounds, and where that would exceed eps rounds the largest
+    scaled-down perturbation that fits (or truncates toward the clean image, whichever keeps more
+    of it). Vectorised numpy over the whole batch.
     """
-    return _deliver_and_measure(x_uint8, x_adv, spec)[0]
+    x = np.asarray(x_uint8)
+    x32 = x.astype(np.float32)
+    d = np.clip(np.asarray(x_adv, dtype=np.float32), 0.0, 1.0)
+    if np.isnan(d).any():
+        d = np.where(np.isnan(d), np.float32(0.0), d)
+    d *= np.float32(255.0)
+    d -= x32  # grey levels
+    if spec.norm is Norm.LINF:
+        limit = np.float32(spec.budget_levels)
+        q = np.rint(d, out=d)
+        np.clip(q, -limit, limit, out=q)
+    else:
+        q = _quantize_l2(d.reshape(len(d), -1), spec.eps * 255.0).reshape(d.shape)
+    q += x32
+    np.clip(q, 0.0, 255.0, out=q)
+    return q.astype(np.uint8)
 
 
-def _deliver_and_measure(x_uint8: np.ndarray, x_adv: np.ndarray, spec: AttackSpec) -> tuple[np.ndarray, ...]:
-    """(images uint8, linf, l2, psnr, ssim) in one compiled graph call (the per-batch bookkeeping)."""
-    import tensorflow as tf
+def _quantize_l2(d: np.ndarray, radius: float, iterations: int = 12) -> np.ndarray:
+    """Whole grey levels (float32 (N, D)) for L2 perturbations ``d`` float32 (N, D), inside ``radius``.
 
-    h, w = x_uint8.shape[1:3]
-    limit = spec.budget_levels if spec.norm is Norm.LINF else spec.eps * 255.0
-    fn = _bookkeeping_fn(min(11, h, w), spec.norm is Norm.LINF)
-    out = fn(tf.constant(x_uint8, tf.uint8), tf.constant(np.asarray(x_adv, np.float32)), tf.constant(limit, tf.float32))
-    images = out[0].numpy()
-    return (images, *(np.asarray(t, np.float64) for t in out[1:]))
-
-
-def _quantize_l2(d: Any, radius: Any, tf: Any, iterations: int = 12) -> Any:
-    """Whole grey levels for an L2 perturbation ``d`` (N, H, W, 3) already within ``radius``.
-
-    Rounding can push the norm over the radius; then the largest scale ``s`` (bisection) with
-    ``round(s * d)`` inside the ball is used, or ``d`` truncated toward zero, whichever is larger.
+    ``d`` is first projected onto the ball. Rounding can push the norm over the radius; then the
+    largest scale ``s`` (bisection) with ``round(s * d)`` inside the ball is used, or ``d``
+    truncated toward zero, whichever is larger. Norms of whole grey levels are summed exactly
+    (float64).
     """
-    axes = [1, 2, 3]
-    r2 = tf.square(radius)
+    r2 = float(radius) ** 2
 
-    def sq(t: Any) -> Any:
-        return tf.reduce_sum(tf.square(t), axis=axes, keepdims=True)
+    def sq(t: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", t, t, dtype=np.float64)
 
-    rounded = tf.round(d)
-    lo = tf.zeros_like(sq(d))
-    hi = tf.ones_like(lo)
-    for _ in range(iterations):
-        mid = (lo + hi) / 2.0
-        fits = sq(tf.round(mid * d)) <= r2
-        lo = tf.where(fits, mid, lo)
-        hi = tf.where(fits, hi, mid)
-    scaled = tf.round(lo * d)
-    truncated = tf.sign(d) * tf.floor(tf.abs(d))
-    best = tf.where(sq(scaled) >= sq(truncated), scaled, truncated)
-    return tf.where(sq(rounded) <= r2, rounded, best)
+    norm = np.sqrt(sq(d))
+    scale = np.where(norm > radius, radius / np.maximum(norm, 1e-12), 1.0)
+    d = (d * scale[:, None]).astype(np.float32)
+    q = np.rint(d)
+    over = sq(q) > r2
+    if over.any():
+        dd = d[over]
+        lo = np.zeros(len(dd), np.float32)
+        hi = np.ones(len(dd), np.float32)
+        for _ in range(iterations):
+            mid = (lo + hi) / np.float32(2.0)
+            fits = sq(np.rint(mid[:, None] * dd)) <= r2
+            lo = np.where(fits, mid, lo)
+            hi = np.where(fits, hi, mid)
+        scaled = np.rint(lo[:, None] * dd)
+        truncated = np.trunc(dd)
+        q[over] = np.where((sq(scaled) >= sq(truncated))[:, None], scaled, truncated)
+    return q
+
+
+def _measure(x_uint8: np.ndarray, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Realized L-inf and L2 (/255 units) and PSNR (dB, inf when unchanged) per image, float64 (N,),
+    exact (integer differences)."""
+    diff = (images.astype(np.int16) - x_uint8.astype(np.int16)).reshape(len(images), -1)
+    linf = np.abs(diff).max(axis=1).astype(np.float64) if diff.shape[1] else np.zeros(len(images))
+    sq = np.einsum("ij,ij->i", diff, diff, dtype=np.int64).astype(np.float64)
+    mse = sq / max(diff.shape[1], 1)
+    with np.errstate(divide="ignore"):
+        psnr = np.where(mse > 0, 10.0 * np.log10(255.0**2 / np.maximum(mse, 1e-30)), np.inf)
+    return linf, np.sqrt(sq), psnr
 
 
 def _ssim(a: Any, b: Any, filter_size: int, tf: Any) -> Any:
@@ -560,43 +606,33 @@ def _ssim(a: Any, b: Any, filter_size: int, tf: Any) -> Any:
     blurred = tf.nn.depthwise_conv2d(blurred, tf.reshape(k, (1, filter_size, 15, 1)), [1, 1, 1, 1], "VALID")
     ma, mb, aa, bb, ab = tf.split(blurred, 5, axis=-1)
     c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
-    luminance = (2 * ma * mb + c1) / (ma * ma + mb * mb + c1)
-    contrast = (2 * (ab - ma * mb) + c2) / ((aa - ma * ma) + (bb - mb * mb) + c2)
-    return tf.reduce_mean(luminance * contrast, axis=[1, 2, 3])
+    mab = ma * mb
+    m2 = ma * ma + mb * mb
+    return tf.reduce_mean((2 * mab + c1) * (2 * (ab - mab) + c2) / ((m2 + c1) * (aa + bb - m2 + c2)), axis=[1, 2, 3])
 
 
-@functools.lru_cache(maxsize=16)
-def _bookkeeping_fn(filter_size: int, linf: bool) -> Callable[..., Any]:
+@functools.lru_cache(maxsize=8)
+def _ssim_fn(filter_size: int) -> Callable[..., Any]:
+    """``(clean uint8, delivered uint8) -> SSIM float32 (N,)``, one ``tf.function`` per window
+    size (any image size and batch size: traced once per process)."""
     import tensorflow as tf
 
-    signature = [tf.TensorSpec((None, None, None, 3), tf.uint8), tf.TensorSpec((None, None, None, 3), tf.float32), tf.TensorSpec((), tf.float32)]
+    signature = [tf.TensorSpec((None, None, None, 3), tf.uint8), tf.TensorSpec((None, None, None, 3), tf.uint8)]
 
     @tf.function(input_signature=signature, reduce_retracing=True, autograph=False)
-    def bookkeeping(x_uint8: Any, x_adv: Any, limit: Any) -> tuple[Any, ...]:
-        x = tf.cast(x_uint8, tf.float32)
-        adv = tf.where(tf.math.is_nan(x_adv), tf.zeros_like(x_adv), x_adv)
-        d = tf.clip_by_value(adv, 0.0, 1.0) * 255.0 - x  # grey levels
-        axes = [1, 2, 3]
-        if linf:
-            q = tf.clip_by_value(tf.round(d), -limit, limit)
-        else:
-            norm = tf.sqrt(tf.reduce_sum(tf.square(d), axis=axes, keepdims=True))
-            d = d * tf.where(norm > limit, limit / tf.maximum(norm, 1e-12), tf.ones_like(norm))
-            q = _quantize_l2(d, limit, tf)
-        delivered = tf.clip_by_value(x + q, 0.0, 255.0)
-        diff = delivered - x
-        mse = tf.reduce_mean(tf.square(diff), axis=axes)
-        psnr = tf.where(mse > 0, 10.0 * tf.math.log(255.0**2 / tf.maximum(mse, 1e-30)) / tf.math.log(10.0), tf.fill(tf.shape(mse), float("inf")))
-        ssim = _ssim(x, delivered, filter_size, tf)
-        return (
-            tf.cast(delivered, tf.uint8),
-            tf.reduce_max(tf.abs(diff), axis=axes),
-            tf.sqrt(tf.reduce_sum(tf.square(diff), axis=axes)),
-            psnr,
-            ssim,
-        )
+    def ssim(clean: Any, delivered: Any) -> Any:
+        return _ssim(tf.cast(clean, tf.float32), tf.cast(delivered, tf.float32), filter_size, tf)
 
-    return bookkeeping
+    return ssim
+
+
+def image_ssim(x_uint8: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """SSIM of each image of ``images`` against ``x_uint8`` (both uint8 (N, H, W, 3)), float64 (N,),
+    as ``tf.image.ssim`` with max value 255 (the window shrinks to the image below 11 pixels)."""
+    import tensorflow as tf
+
+    h, w = x_uint8.shape[1:3]
+    return np.asarray(_ssim_fn(min(11, h, w))(tf.constant(x_uint8), tf.constant(images)), np.float64)
 
 
 def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: AttackSpec, rng: np.random.Generator, *, tally: "AttackTally | None" = None) -> AttackResult:
@@ -622,29 +658,44 @@ def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: A
         return AttackResult(x.copy(), np.zeros((0,), bool), empty, empty, empty, empty)
     clf = art_classifier(detector)
     attack = _art_attack(clf, spec, batch_size=len(x))
-    x01 = x.astype(np.float32) / np.float32(255.0)
+    x01 = np.divide(x, np.float32(255.0), dtype=np.float32)  # as x.astype(float32) / 255, one pass
     onehot = np.eye(2, dtype=np.float32)[labels]
     state = np.random.get_state()
     np.random.seed(int(rng.integers(0, 2**32, dtype=np.uint64)))
     clf.zero_gradient = np.ones(len(x), dtype=bool)
+    clf.gradient_seconds = 0.0
+    t0 = time.perf_counter()
     try:
         x_adv = np.asarray(attack.generate(x01, y=onehot))
         zero = clf.zero_gradient
     finally:
         clf.zero_gradient = None
         np.random.set_state(state)
-    images, linf, l2, psnr, ssim = _deliver_and_measure(x, x_adv, spec)
-    scores = detector.scores(images)
+    t1 = time.perf_counter()
+    images = deliver(x, x_adv, spec)
+    linf, l2, psnr = _measure(x, images)
+    t2 = time.perf_counter()
+    ssim = image_ssim(x, images)
+    t3 = time.perf_counter()
+    scores = detector.scores(images)  # the success check; evaluate reuses these scores
     success = predict(scores, detector.threshold) != labels
+    t4 = time.perf_counter()
     result = AttackResult(images, success, linf, l2, psnr, ssim)
     if tally is not None:
-        tally.add(result, zero, scores)
+        gradient = min(clf.gradient_seconds, t1 - t0)
+        tally.add(result, zero, scores, seconds={"gradient": gradient, "art_other": t1 - t0 - gradient, "deliver_and_norms": t2 - t1, "ssim": t3 - t2, "success_check": t4 - t3})
     return result
 
 
 @dataclass
 class AttackTally:
-    """Totals of one attack over the batches it ran on (for run.json and the diagnostics)."""
+    """Totals of one attack over the batches it ran on (for run.json and the diagnostics).
+
+    ``seconds`` splits :func:`run_attack`'s time by stage: ``gradient`` (the compiled loss
+    gradient, every step), ``art_other`` (ART's own work around it: numpy steps, projection and
+    clipping for FGSM; tf ops and its success-rate log line for PGD), ``deliver_and_norms``,
+    ``ssim`` and ``success_check`` (scoring the delivered images).
+    """
 
     n: int = 0
     success: int = 0
@@ -656,9 +707,12 @@ class AttackTally:
     ssim_sum: float = 0.0
     ssim_min: float = 1.0
     last_scores: np.ndarray | None = field(default=None, repr=False)  # P(positive) of the latest batch
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage of run_attack, summed over batches
 
-    def add(self, r: AttackResult, zero_gradient: np.ndarray | None, scores: np.ndarray | None = None) -> None:
+    def add(self, r: AttackResult, zero_gradient: np.ndarray | None, scores: np.ndarray | None = None, seconds: dict[str, float] | None = None) -> None:
         self.last_scores = scores
+        for stage, t in (seconds or {}).items():
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + t
         self.n += len(r.images)
         self.success += int(r.success.sum())
         self.unchanged += int((r.linf == 0).sum())
@@ -682,6 +736,7 @@ class AttackTally:
             "psnr_mean_db": self.psnr_sum / self.psnr_finite if self.psnr_finite else None,
             "ssim_mean": self.ssim_sum / self.n if self.n else None,
             "ssim_min": self.ssim_min if self.n else None,
+            "seconds": {stage: round(t, 4) for stage, t in self.seconds.items()},
         }
 
 

@@ -183,6 +183,64 @@ def test_delivered_images_never_exceed_the_budget(linear, images):
     assert np.all(r.linf == 0) and np.array_equal(r.images, x) and np.all(np.isinf(r.psnr))
 
 
+def test_deliver_keeps_every_image_within_the_budget_and_the_pixel_range():
+    from robustlab.attacks import AttackSpec, deliver
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
+    x[0] = 0
+    x[1] = 255  # saturated images: clipping at 0/255 must not leave the pixel range
+    x01 = x / 255.0
+    for eps in (3 / 255, 0.05, 0.3):
+        adv = x01 + rng.uniform(-2 * eps, 2 * eps, x.shape)  # outside the ball and [0, 1] on purpose
+        adv[2, 0, 0, 0] = np.nan
+        out = deliver(x, adv, AttackSpec("fgsm", eps))
+        d = out.astype(int) - x.astype(int)
+        assert out.dtype == np.uint8 and out.shape == x.shape
+        assert np.abs(d).max() == int(np.floor(eps * 255 + 1e-6))  # whole grey levels, never above eps
+        assert out[2, 0, 0, 0] == max(int(x[2, 0, 0, 0]) - int(np.floor(eps * 255 + 1e-6)), 0)  # NaN counts as 0
+        # L2: the integer perturbation is inside the ball, and keeps most of a perturbation on its surface
+        radius = eps * 255
+        on_sphere = rng.normal(size=x[2:].shape)
+        on_sphere *= 1.5 * radius / np.sqrt((on_sphere**2).sum(axis=(1, 2, 3), keepdims=True))
+        out = deliver(x[2:], np.clip(x[2:] + on_sphere, 0, 255) / 255.0, AttackSpec("fgsm", eps, "2"))
+        d2 = ((out.astype(np.int64) - x[2:].astype(np.int64)) ** 2).sum(axis=(1, 2, 3))
+        assert np.all(d2 <= radius**2)
+        assert np.all(np.sqrt(d2) > 0.5 * radius) if eps >= 0.05 else np.all(d2 == 0)  # 3/255 over 432 values: under half a level each
+
+
+def test_ssim_is_tf_image_ssim(linear, images):
+    import tensorflow as tf
+
+    from robustlab.attacks import AttackSpec, image_ssim, run_attack
+
+    x, y = images
+    r = run_attack(linear, x, y, AttackSpec("fgsm", 8 / 255), np.random.default_rng(0))
+    ref = tf.image.ssim(tf.constant(x, tf.float32), tf.constant(r.images, tf.float32), 255.0).numpy()
+    assert r.ssim.dtype == np.float64 and np.allclose(r.ssim, ref, atol=1e-5)
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (3, 8, 20, 3), dtype=np.uint8)  # smaller than the 11-pixel window
+    b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+    ref = tf.image.ssim(tf.constant(a, tf.float32), tf.constant(b, tf.float32), 255.0, filter_size=8).numpy()
+    assert np.allclose(image_ssim(a, b), ref, atol=1e-5) and np.allclose(image_ssim(a, a), 1.0)
+
+
+def test_the_graphs_are_traced_once_and_stage_times_are_recorded(linear, images):
+    from robustlab.attacks import AttackSpec, AttackTally, _ssim_fn, art_classifier, run_attack
+
+    x, y = images
+    clf = art_classifier(linear)
+    tally = AttackTally()
+    for n in (16, 5, 3, 16):  # batch sizes vary (the last batch, the attacked subset of a batch)
+        run_attack(linear, x[:n], y[:n], AttackSpec("fgsm", 4 / 255), np.random.default_rng(0), tally=tally)
+    run_attack(linear, x, y, AttackSpec("pgd", 4 / 255, steps=2), np.random.default_rng(0))
+    assert clf._gradient.experimental_get_tracing_count() == 1
+    assert _ssim_fn(min(11, SIZE)).experimental_get_tracing_count() == 1
+    seconds = tally.summary()["seconds"]
+    assert set(seconds) == {"gradient", "art_other", "deliver_and_norms", "ssim", "success_check"}
+    assert all(t >= 0 for t in seconds.values()) and seconds["gradient"] > 0
+
+
 def test_true_labels_are_passed_to_art(linear, images):
     """Flipped labels push the other way: ART did not replace the labels with predictions."""
     from robustlab.attacks import AttackSpec, run_attack

@@ -9,8 +9,10 @@ interleaved round by round (other processes load the CPU; the ratios are what co
 
 * ``handwritten``: a ``tf.function`` GradientTape FGSM over ``detector.class_logits`` (the same
   differentiable wrapper, softmax cross-entropy on the two logits), ``x + eps * sign(grad)``,
-  clipped to [0, 1] and delivered as uint8; ``+ scoring`` also scores the adversarial images
-  (what a hand-made FGSM test set needs for its table, and what robustlab's success check does).
+  clipped to [0, 1] and delivered as uint8, all in one graph. It does NOT score the adversarial
+  images. ``+ scoring`` also scores them with ``detector.scores`` (one forward pass: what a
+  hand-made FGSM test set needs for its adversarial row, and what robustlab's success check does).
+  Neither computes norms, PSNR or SSIM.
 * ``art-plain``: ART's ``FastGradientMethod`` over ART's stock ``TensorFlowV2Classifier``
   (eager ``loss_gradient``), delivered as uint8.
 * ``run_attack``: ``robustlab.attacks.run_attack`` (ART FGSM over the compiled classifier + the
@@ -20,7 +22,10 @@ interleaved round by round (other processes load the CPU; the ratios are what co
   command wall time (decoding the PNGs, clean scoring, the attack, saving every adversarial PNG,
   tables and plots).
 
-Prints images per second for each and the ratios to the hand-written FGSM.
+Prints images per second for each and the ratios to both hand-written baselines, then where the
+command's attack stage spends its time (``run.json`` attack record ``seconds``: compiled gradient,
+ART's own work, delivery + norms + PSNR, SSIM, success check; the rest is evaluate's per-batch
+handling), next to the hand-written FGSM and a bare ``detector.scores`` call, in ms per image.
 """
 from __future__ import annotations
 
@@ -115,8 +120,9 @@ def time_path(fn, x, y, batch_size: int) -> float:
     return time.perf_counter() - t
 
 
-def cli_attack(detector: str, data: str, split: str | None, eps: str, batch_size: int, out: Path) -> tuple[float, float, int]:
-    """(attack-stage seconds, whole-command seconds, images) of one ``robustlab attack`` run."""
+def cli_attack(detector: str, data: str, split: str | None, eps: str, batch_size: int, out: Path) -> tuple[float, float, int, dict[str, float]]:
+    """(attack-stage seconds, whole-command seconds, images, run_attack's seconds per stage) of one
+    ``robustlab attack`` run."""
     from click.testing import CliRunner
 
     from robustlab.cli import main
@@ -131,7 +137,7 @@ def cli_attack(detector: str, data: str, split: str | None, eps: str, batch_size
         raise SystemExit(f"robustlab attack failed ({res.exit_code}): {res.output}")
     info = json.loads((out / "run.json").read_text())
     stage = sum(info["timings"]["variants_seconds"].values())
-    return stage, wall, int(info["attacked"])
+    return stage, wall, int(info["attacked"]), info["attacks"][0]["seconds"]
 
 
 def main() -> None:
@@ -163,6 +169,7 @@ def main() -> None:
     x = batch.x
     y = batch.y if det.positive == "fake" else 1 - batch.y
     paths = {
+        "detector.scores only": lambda xb, yb: det.scores(xb),
         "handwritten tf.function FGSM": handwritten_fgsm(det, eps),
         "handwritten FGSM + scoring": handwritten_fgsm_scored(det, eps),
         "ART plain loss_gradient FGSM": art_plain_fgsm(det, eps, args.batch_size),
@@ -185,13 +192,17 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in paths}
     times["robustlab attack (attack stage)"] = []
     times["robustlab attack (whole command)"] = []
+    stages: dict[str, list[float]] = {}
     try:
         cli_attack(args.detector, data_arg, split_arg, args.eps, args.batch_size, tmp / "warm")
         for r in range(args.rounds):
             for name, fn in paths.items():
                 times[name].append(time_path(fn, x, y, args.batch_size))
-            stage, wall, attacked = cli_attack(args.detector, data_arg, split_arg, args.eps, args.batch_size, tmp / f"run{r}")
+            stage, wall, attacked, split = cli_attack(args.detector, data_arg, split_arg, args.eps, args.batch_size, tmp / f"run{r}")
             assert attacked == n, (attacked, n)
+            split["evaluate's per-batch rest"] = stage - sum(split.values())
+            for k, v in split.items():
+                stages.setdefault(k, []).append(v)
             times["robustlab attack (attack stage)"].append(stage)
             times["robustlab attack (whole command)"].append(wall)
     finally:
@@ -201,8 +212,17 @@ def main() -> None:
     print(f"FGSM eps={args.eps}, {n} images {det.input_size[0]}x{det.input_size[1]}, batch size {args.batch_size}, detector {det.name}, {args.rounds} rounds (median)")
     print(f"{'path':36s} {'images/s':>9s} {'vs handwritten':>15s} {'vs handwritten+scoring':>23s}")
     for name, ts in times.items():
+        if name == "detector.scores only":
+            continue
         ips = n / statistics.median(ts)
         print(f"{name:36s} {ips:9.1f} {ips / base:14.2f}x {ips / base_scored:22.2f}x")
+    per_image = lambda ts: 1000 * statistics.median(ts) / n  # noqa: E731
+    print("\nms per image (median over rounds)")
+    print(f"  handwritten tf.function FGSM (gradient + step + uint8)  {per_image(times['handwritten tf.function FGSM']):6.3f}")
+    print(f"  detector.scores alone (the scoring in '+ scoring')       {per_image(times['detector.scores only']):6.3f}")
+    print(f"  robustlab attack, attack stage                           {per_image(times['robustlab attack (attack stage)']):6.3f}")
+    for k, ts in stages.items():
+        print(f"    {k:52s} {per_image(ts):6.3f}")
 
 
 if __name__ == "__main__":
