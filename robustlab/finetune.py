@@ -269,6 +269,15 @@ def check_trainable(detector: Any) -> None:
         )
     if not model.weights:
         raise RobustlabError("this detector's model has no weights to train", thing=thing, fix="fine-tuning needs a model with trainable layers")
+    from robustlab._tf import gradient_kernel_hazard
+
+    hazard = gradient_kernel_hazard(model)
+    if hazard:  # TensorFlow 2.21's oneDNN gradient kernel kills the process on this layer
+        raise RobustlabError(
+            f"{hazard}: TensorFlow's oneDNN CPU kernels crash on its gradient",
+            thing=thing,
+            fix="rerun with the environment variable TF_ENABLE_ONEDNN_OPTS=0",
+        )
     try:  # the new model is saved as .keras: every layer must serialize (checked before, not after, training)
         model.get_config()
     except Exception as exc:  # noqa: BLE001 - a custom layer without get_config, typically
