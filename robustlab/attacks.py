@@ -27,7 +27,6 @@ each attack's ``record["seconds"]`` (run.json) splits its time by stage, and
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import time
 import warnings
@@ -424,6 +423,11 @@ def check_differentiable(detector: "Detector") -> None:
 
     h, w = detector.input_size
     thing = str(detector.spec.source or detector.spec.model)
+    from robustlab._tf import gradient_kernel_hazard
+
+    hazard = gradient_kernel_hazard(detector.model)
+    if hazard:  # TensorFlow 2.21's oneDNN gradient kernel kills the process on this layer
+        raise RobustlabError(f"{hazard}: TensorFlow's oneDNN CPU kernels crash on its gradient", thing=thing, fix="rerun with the environment variable TF_ENABLE_ONEDNN_OPTS=0")
     x = tf.constant(np.random.default_rng(0).random((2, h, w, 3), dtype=np.float32))
     fix = "attacks need gradients: remove layers without one (argmax, rounding, thresholds, stop_gradient, lookups) from the model, or attack a differentiable copy of it"
     try:

@@ -135,8 +135,6 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int], method: ResizeMethod | 
 
 def load_image(path: "str | os.PathLike", size: tuple[int, int] | None = None, method: ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
     """Decode and (optionally) resize: "the image" of the contract, uint8 (H, W, 3)."""
-    from PIL import Image
-
     im = _open_rgb(path)
     if size is not None and (im.height, im.width) != tuple(size):
         im = im.resize((size[1], size[0]), resample=_pil_filter(ResizeMethod.parse(method, what="resize method")))

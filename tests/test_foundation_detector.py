@@ -171,3 +171,37 @@ def test_bad_detectors(tmp_path):
     with pytest.raises(RobustlabError, match="cannot load model"):
         load_detector(tmp_path / "broken.keras")
     assert "\n" not in RobustlabError("a\nb", thing="x", fix="c").one_line()
+
+
+def _strided_pointwise_model(size: int, channels: int):
+    import keras
+    from keras import layers
+
+    inp = keras.Input((size, size, 3))
+    x = layers.Conv2D(channels, 3, padding="same")(inp)
+    x = layers.Conv2D(channels, 1, strides=2)(x)
+    return keras.Model(inp, layers.Dense(1, activation="sigmoid")(layers.GlobalAveragePooling2D()(x)))
+
+
+def test_layers_that_crash_onednn_gradients_are_refused_not_segfaulted(tmp_path):
+    """TF 2.21's oneDNN kernels kill the process on the gradient of a narrow 1x1 stride-2 Conv2D
+    (measured: <= 12 channels at >= 56 px). Attacks and fine-tuning refuse such a model with the
+    fix; the test never takes that gradient."""
+    from click.testing import CliRunner
+
+    from conftest import make_images, write_class_folder
+    from robustlab._tf import gradient_kernel_hazard
+    from robustlab.cli import main
+
+    assert gradient_kernel_hazard(_strided_pointwise_model(64, 8)) is not None
+    assert gradient_kernel_hazard(_strided_pointwise_model(64, 32)) is None  # wide: fine
+    assert gradient_kernel_hazard(_strided_pointwise_model(32, 8)) is None  # small: fine
+    _strided_pointwise_model(64, 8).save(tmp_path / "narrow.keras")
+    x, y = make_images(2, size=64, seed=1)
+    data = write_class_folder(tmp_path / "d", x, y)
+    for args in (["attack", str(tmp_path / "narrow.keras"), str(data), "--eps", "8/255", "--out", str(tmp_path / "r")],
+                 ["adv-train", str(tmp_path / "narrow.keras"), str(data), "--val", str(data), "--epochs", "1", "--out", str(tmp_path / "new")]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, res.output
+        assert "TF_ENABLE_ONEDNN_OPTS=0" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "r").exists() and not (tmp_path / "new").exists()
