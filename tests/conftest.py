@@ -63,6 +63,25 @@ def tiny_cnn(size: int = SIZE, *, units: int = 1, activation: str = "sigmoid"):
     return keras.Model(inp, out)
 
 
+def run(*args: str):
+    """``robustlab ARGS...`` through Click's CliRunner (stdout and stderr mixed in ``.output``)."""
+    from click.testing import CliRunner
+
+    from robustlab.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    """Exit code 2, exactly one ``robustlab: error`` line containing ``needles``, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("robustlab: error")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _tensorflow_logging_bound_to_the_real_stderr() -> None:
     """Import TensorFlow (and absl, ART's logging guard) once, outside any CliRunner.

@@ -8,26 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from conftest import make_images, write_class_folder
-from robustlab.cli import main
+from conftest import assert_one_line_error, make_images, run, write_class_folder
 from robustlab.data import open_dataset
 from robustlab.detector import load_detector, read_spec
 from robustlab.metrics import binary_scores
-
-
-def run(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.startswith("robustlab: error")]
-    assert len(lines) == 1, result.output
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture(scope="session")

@@ -10,24 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_images, tiny_cnn, write_class_folder
+from conftest import assert_one_line_error, make_images, run, tiny_cnn, write_class_folder
 from robustlab.cli import main
 
 RUN_FILES = ("run.json", "metrics.json", "metrics.csv", "metrics.md", "predictions.csv", "plots/roc.png", "plots/pr.png", "plots/confusion_clean.png")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.strip().splitlines() if line.startswith("robustlab: error")]
-    assert len(lines) == 1, result.output
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def test_evaluate_writes_the_run_folder(trained_detector, test_images_folder, tmp_path):
