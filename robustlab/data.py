@@ -521,5 +521,5 @@ def open_dataset(
     if splits and not any(_label_of(d.name, class_map) is not None for d in root.iterdir() if d.is_dir()):
         have = ", ".join(splits)
         first = "test" if any(k.lower() == "test" for k in splits) else next(iter(splits))
-        raise RobustlabError(f"this is a split root ({have})", thing=root, fix=f"choose one with --split, e.g. --split {first}")
+        raise RobustlabError(f"this is a split root ({have})", thing=root, fix=f"choose one with --split, e.g. --split {first}, or pass the split folder itself ({root / first})")
     return _check_classes(_from_class_folders(root, class_map, split=None), root, require_both)
