@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from robustlab.errors import RobustlabError
+from robustlab.yamlfile import compose_yaml, where
 
 SET_NAMES = ("clean", "adversarial", "mixed", "corrupted", "worst-case")
 HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auc", "ap")
@@ -263,8 +264,6 @@ class Policy:
         return self.source.name if self.source else "policy"
 
 
-def _where(path: Path, line: int, col: int) -> str:
-    return f"{path}: line {line}, column {col}"
 
 
 def load_policy(path: "str | Path") -> Policy:
@@ -273,36 +272,23 @@ def load_policy(path: "str | Path") -> Policy:
 
     path = Path(path)
     fix = "see the policy syntax in the README (Reports, policies and CI)"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RobustlabError("no such policy file", thing=path, fix="check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RobustlabError(f"unreadable policy file ({exc.__class__.__name__})", thing=path, fix="give a UTF-8 YAML file") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = _where(path, mark.line + 1, mark.column + 1) if mark else str(path)
-        raise RobustlabError(f"YAML syntax error: {exc.problem or exc.context}", thing=where, fix="quote rules that start with * or contain ': '") from None
-    except yaml.YAMLError as exc:
-        raise RobustlabError(f"YAML syntax error: {exc}", thing=path, fix=fix) from None
+    root = compose_yaml(path, what="policy", missing_fix="check the path", syntax_fix="quote rules that start with * or contain ': '")
     if root is None:
         raise RobustlabError("empty policy file", thing=path, fix="write `rules:` with a list of rules such as `- clean.accuracy >= 0.90`")
     if not isinstance(root, yaml.MappingNode):
-        raise RobustlabError("a policy is a mapping with a `rules:` list", thing=_where(path, root.start_mark.line + 1, root.start_mark.column + 1), fix=fix)
+        raise RobustlabError("a policy is a mapping with a `rules:` list", thing=where(path, root.start_mark.line + 1, root.start_mark.column + 1), fix=fix)
     rules_node = None
     for key, value in root.value:
         k = key.value if isinstance(key, yaml.ScalarNode) else None
         if k == "rules":
             rules_node = value
         elif k not in ("name", "description"):
-            raise RobustlabError(f"unknown key {k!r}", thing=_where(path, key.start_mark.line + 1, key.start_mark.column + 1), fix="a policy has `rules:` (and optionally `name:`, `description:`)")
+            raise RobustlabError(f"unknown key {k!r}", thing=where(path, key.start_mark.line + 1, key.start_mark.column + 1), fix="a policy has `rules:` (and optionally `name:`, `description:`)")
     if rules_node is None:
         raise RobustlabError("no `rules:` list", thing=path, fix="write `rules:` with a list of rules such as `- clean.accuracy >= 0.90`")
     if not isinstance(rules_node, yaml.SequenceNode) or not rules_node.value:
         m = rules_node.start_mark
-        raise RobustlabError("`rules:` must be a non-empty list", thing=_where(path, m.line + 1, m.column + 1), fix="one rule per line, each starting with '- '")
+        raise RobustlabError("`rules:` must be a non-empty list", thing=where(path, m.line + 1, m.column + 1), fix="one rule per line, each starting with '- '")
     rules = []
     for node in rules_node.value:
         name = None
@@ -311,13 +297,13 @@ def load_policy(path: "str | Path") -> Policy:
             unknown = sorted(set(fields) - {"rule", "name"})
             if unknown or "rule" not in fields:
                 m = node.start_mark
-                raise RobustlabError(f"a rule given as a mapping needs `rule:` (and optionally `name:`), got {sorted(fields)}", thing=_where(path, m.line + 1, m.column + 1), fix=fix)
+                raise RobustlabError(f"a rule given as a mapping needs `rule:` (and optionally `name:`), got {sorted(fields)}", thing=where(path, m.line + 1, m.column + 1), fix=fix)
             name_node = fields.get("name")
             name = str(name_node.value) if isinstance(name_node, yaml.ScalarNode) else None
             node = fields["rule"]
         if not isinstance(node, yaml.ScalarNode):
             m = node.start_mark
-            raise RobustlabError("a rule must be a string like `clean.accuracy >= 0.90`", thing=_where(path, m.line + 1, m.column + 1), fix=fix)
+            raise RobustlabError("a rule must be a string like `clean.accuracy >= 0.90`", thing=where(path, m.line + 1, m.column + 1), fix=fix)
         line, col0 = node.start_mark.line + 1, node.start_mark.column + 1
         if node.style in ("'", '"'):
             col0 += 1
@@ -328,7 +314,7 @@ def load_policy(path: "str | Path") -> Policy:
             rules.append(parse_rule(str(node.value), name=name, line=line))
         except RuleSyntaxError as exc:
             col = col0 + exc.column - 1 if "\n" not in str(node.value) else col0
-            raise RobustlabError(f"{exc.message} in rule {' '.join(str(node.value).split())!r}", thing=_where(path, line, col), fix=fix) from None
+            raise RobustlabError(f"{exc.message} in rule {' '.join(str(node.value).split())!r}", thing=where(path, line, col), fix=fix) from None
     return Policy(tuple(rules), path)
 
 

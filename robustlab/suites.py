@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.errors import RobustlabError
+from robustlab.yamlfile import compose_yaml
 
 SUITE_KEYS = ("name", "description", "attacks", "corruptions", "attack_fraction", "policy")
 
@@ -81,18 +82,7 @@ def load_suite(path: "str | Path") -> Suite:
 
     path = Path(path)
     fix = "see configs/suites/ and the README (Reports, policies and CI)"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RobustlabError("no such suite file", thing=path, fix="check the path (ready suites are in configs/suites/)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RobustlabError(f"unreadable suite file ({exc.__class__.__name__})", thing=path, fix="give a UTF-8 YAML file") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{path}: line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-        raise RobustlabError(f"YAML syntax error: {exc.problem or exc.context}", thing=where, fix=fix) from None
+    root = compose_yaml(path, what="suite", missing_fix="check the path (ready suites are in configs/suites/)", syntax_fix=fix)
     if not isinstance(root, yaml.MappingNode):
         raise RobustlabError("a suite is a mapping with attacks:, corruptions:, attack_fraction:, policy:", thing=path, fix=fix)
     values: dict[str, Any] = {}
