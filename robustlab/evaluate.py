@@ -132,7 +132,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _progress(iterable: Iterable[Any], total: int, label: str, enabled: bool) -> Iterable[Any]:
+def batch_progress(iterable: Iterable[Any], total: int, label: str, enabled: bool) -> Iterable[Any]:
+    """Yield ``iterable``'s batches, with a progress bar over ``total`` images on stderr when enabled."""
     if not enabled:
         yield from iterable
         return
@@ -245,7 +246,7 @@ def evaluate(
         idx_parts, y_parts, s_parts = [], [], []
         t_clean = 0.0
         batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size)
-        for bno, batch in enumerate(_progress(batches, len(data), f"evaluating {len(data)} images", progress)):
+        for bno, batch in enumerate(batch_progress(batches, len(data), f"evaluating {len(data)} images", progress)):
             if len(batch.idx) == 0:
                 continue
             y = batch.y if positive_is_fake else 1 - batch.y

@@ -536,7 +536,9 @@ class TrainingSteps:
         order = np.random.default_rng([config.seed, 1, epoch]).permutation(len(train_set))
         loss_sum = correct = n_seen = n_adv = 0.0
         batches = train_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size, indices=order)
-        for step, batch in enumerate(_batches_progress(batches, len(train_set), f"epoch {epoch}/{config.epochs}", progress)):
+        from robustlab.evaluate import batch_progress
+
+        for step, batch in enumerate(batch_progress(batches, len(train_set), f"epoch {epoch}/{config.epochs}", progress)):
             b = len(batch.idx)
             if b == 0:
                 continue
@@ -968,20 +970,6 @@ def resume_adv_train(
         if ds.fingerprint() != run["fingerprints"][name]:
             raise RobustlabError(f"the {name} set changed since the interrupted run started", thing=run[name], fix="start over with --force")
     return _run(partial, run, detector, sets, progress=progress, log=log, on_epoch_end=on_epoch_end)
-
-
-def _batches_progress(it: Any, total: int, label: str, enabled: bool) -> Any:
-    if not enabled:
-        yield from it
-        return
-    import sys
-
-    import click
-
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True) as bar:
-        for b in it:
-            yield b
-            bar.update(len(b.idx))
 
 
 def _stratified(labels: np.ndarray, k: int, seed: int) -> np.ndarray:

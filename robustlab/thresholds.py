@@ -414,23 +414,14 @@ def bootstrap_threshold(
 def validation_scores(detector: "Detector", data: "Dataset", *, batch_size: int = 32, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Score a validation set: ``(y, scores)``, int64 (N,) positive-class labels and float64 (N,)
     ``P(positive)``, in the order of the images read (unreadable files are skipped)."""
-    import sys
+    from robustlab.evaluate import batch_progress
 
     positive_is_fake = detector.positive == "fake"
     ys, ss = [], []
     batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size)
-    if progress:
-        import click
-
-        with click.progressbar(length=len(data), label=f"scoring {len(data)} validation images", file=sys.stderr) as bar:
-            for b in batches:
-                ys.append(b.y if positive_is_fake else 1 - b.y)
-                ss.append(detector.scores(b.x))
-                bar.update(len(b.idx))
-    else:
-        for b in batches:
-            ys.append(b.y if positive_is_fake else 1 - b.y)
-            ss.append(detector.scores(b.x))
+    for b in batch_progress(batches, len(data), f"scoring {len(data)} validation images", progress):
+        ys.append(b.y if positive_is_fake else 1 - b.y)
+        ss.append(detector.scores(b.x))
     y = np.concatenate(ys).astype(np.int64) if ys else np.zeros((0,), np.int64)
     s = np.concatenate(ss).astype(np.float64) if ss else np.zeros((0,), np.float64)
     return y, s
