@@ -34,8 +34,8 @@ def import_tf() -> Any:
         except OSError:
             saved = None
     try:
-        import tensorflow
         import keras  # noqa: F401
+        import tensorflow
 
         tensorflow.constant(0)  # first op: device probing happens here
     finally:

@@ -183,11 +183,10 @@ def run_demo(
     ``out`` is rebuilt whole (in a temporary sibling, then swapped in); an existing folder that is
     not a previous demo is refused unless ``force``. Returns a summary dict (paths, timings, rows).
     """
-    from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import evaluate
-
     from robustlab._tf import import_tf
+    from robustlab.data import open_dataset
+    from robustlab.detector.loading import load_detector
+    from robustlab.evaluation.engine import evaluate
 
     t0 = time.time()
     out = Path(out).resolve()
@@ -269,8 +268,8 @@ def run_demo(
 
 def demo_variants() -> list[Any]:
     """The attacks and corruptions the demo runs (grows as capabilities land)."""
-    from robustlab.attacks import parse_attacks
-    from robustlab.corruptions import parse_corruptions
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.corruptions.variant import parse_corruptions
 
     variants: list[Any] = []
     variants.extend(parse_attacks(["fgsm:eps=1/255,4/255,8/255", "pgd:eps=8/255,steps=10"]))

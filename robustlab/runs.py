@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -163,3 +164,15 @@ def read_run(run: "str | os.PathLike") -> dict[str, Any]:
     if not info.get("complete"):
         raise RobustlabError("run.json does not mark the run complete", thing=folder, fix="re-run the evaluation")
     return {"run": info, "rows": rows}
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("robustlab", "tensorflow", "keras", "tf-keras", "adversarial-robustness-toolbox", "numpy", "scikit-learn", "pillow"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

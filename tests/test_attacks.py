@@ -73,14 +73,14 @@ def save_detector(root: Path, kind: str) -> Path:
 
 @pytest.fixture(scope="module")
 def linear(tmp_path_factory):
-    from robustlab.detector import load_detector
+    from robustlab.detector.loading import load_detector
 
     return load_detector(save_detector(tmp_path_factory.mktemp("linear"), "linear"))
 
 
 @pytest.fixture(scope="module")
 def saturated(tmp_path_factory):
-    from robustlab.detector import load_detector
+    from robustlab.detector.loading import load_detector
 
     return load_detector(save_detector(tmp_path_factory.mktemp("saturated"), "saturated"))
 
@@ -104,7 +104,7 @@ def npz_data(tmp_path_factory):
 
 
 def test_parse_attacks_gives_one_variant_per_eps():
-    from robustlab.attacks import AttackVariant, parse_attacks
+    from robustlab.attacks.variant import AttackVariant, parse_attacks
 
     vs = parse_attacks(["fgsm:eps=2/255,8/255", "pgd:eps=8/255,steps=10,step=2/255,norm=inf,random_start=true"])
     assert all(isinstance(v, AttackVariant) and v.kind is SetKind.ADVERSARIAL for v in vs)
@@ -137,7 +137,7 @@ def test_parse_attacks_gives_one_variant_per_eps():
     ],
 )
 def test_parse_attacks_rejects_bad_specs_in_one_line(text, needle):
-    from robustlab.attacks import parse_attacks
+    from robustlab.attacks.variant import parse_attacks
 
     with pytest.raises(RobustlabError) as err:
         parse_attacks([text])
@@ -150,7 +150,8 @@ def test_parse_attacks_rejects_bad_specs_in_one_line(text, needle):
 
 
 def test_run_attack_bookkeeping_on_a_known_detector(linear, images):
-    from robustlab.attacks import AttackSpec, run_attack
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.spec import AttackSpec
 
     x, y = images
     assert np.array_equal(linear.scores(x) >= 0.5, y == 1)  # clean: all right
@@ -172,7 +173,8 @@ def test_run_attack_bookkeeping_on_a_known_detector(linear, images):
 
 
 def test_delivered_images_never_exceed_the_budget(linear, images):
-    from robustlab.attacks import AttackSpec, run_attack
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.spec import AttackSpec
 
     x, y = images
     r = run_attack(linear, x, y, AttackSpec("fgsm", 0.05), np.random.default_rng(0))
@@ -184,7 +186,8 @@ def test_delivered_images_never_exceed_the_budget(linear, images):
 
 
 def test_deliver_keeps_every_image_within_the_budget_and_the_pixel_range():
-    from robustlab.attacks import AttackSpec, deliver
+    from robustlab.attacks.delivery import deliver
+    from robustlab.attacks.spec import AttackSpec
 
     rng = np.random.default_rng(7)
     x = rng.integers(0, 256, (6, 12, 12, 3), dtype=np.uint8)
@@ -212,7 +215,9 @@ def test_deliver_keeps_every_image_within_the_budget_and_the_pixel_range():
 def test_ssim_is_tf_image_ssim(linear, images):
     import tensorflow as tf
 
-    from robustlab.attacks import AttackSpec, image_ssim, run_attack
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.delivery import image_ssim
+    from robustlab.attacks.spec import AttackSpec
 
     x, y = images
     r = run_attack(linear, x, y, AttackSpec("fgsm", 8 / 255), np.random.default_rng(0))
@@ -226,7 +231,10 @@ def test_ssim_is_tf_image_ssim(linear, images):
 
 
 def test_the_graphs_are_traced_once_and_stage_times_are_recorded(linear, images):
-    from robustlab.attacks import AttackSpec, AttackTally, _ssim_fn, art_classifier, run_attack
+    from robustlab.attacks.art_backend import art_classifier, run_attack
+    from robustlab.attacks.delivery import _ssim_fn
+    from robustlab.attacks.spec import AttackSpec
+    from robustlab.attacks.delivery import AttackTally
 
     x, y = images
     clf = art_classifier(linear)
@@ -243,7 +251,8 @@ def test_the_graphs_are_traced_once_and_stage_times_are_recorded(linear, images)
 
 def test_true_labels_are_passed_to_art(linear, images):
     """Flipped labels push the other way: ART did not replace the labels with predictions."""
-    from robustlab.attacks import AttackSpec, run_attack
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.spec import AttackSpec
 
     x, y = images
     spec = AttackSpec("fgsm", 4 / 255)
@@ -255,7 +264,8 @@ def test_true_labels_are_passed_to_art(linear, images):
 
 
 def test_pgd_random_start_is_seeded_by_rng_and_leaves_numpy_alone(linear, images):
-    from robustlab.attacks import AttackSpec, run_attack
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.spec import AttackSpec
 
     x, y = images
     spec = AttackSpec("pgd", 8 / 255, steps=1, step=1 / 255)  # one small step: the random start shows
@@ -271,7 +281,8 @@ def test_pgd_random_start_is_seeded_by_rng_and_leaves_numpy_alone(linear, images
 
 
 def test_bad_batches_are_refused(linear, images):
-    from robustlab.attacks import AttackSpec, run_attack
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.spec import AttackSpec
 
     x, y = images
     with pytest.raises(ValueError):
@@ -283,8 +294,9 @@ def test_bad_batches_are_refused(linear, images):
 
 
 def test_non_differentiable_detector_is_refused_with_the_reason(tmp_path, images):
-    from robustlab.attacks import AttackSpec, run_attack
-    from robustlab.detector import load_detector
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.spec import AttackSpec
+    from robustlab.detector.loading import load_detector
 
     det = load_detector(save_detector(tmp_path, "non_differentiable"))
     x, y = images
@@ -297,8 +309,9 @@ def test_non_differentiable_detector_is_refused_with_the_reason(tmp_path, images
 
 
 def test_attack_variants_in_evaluate_give_the_table_rows(linear, npz_data):
-    from robustlab.attacks import attack_checks, parse_attacks
-    from robustlab.evaluate import evaluate
+    from robustlab.attacks.checks import attack_checks
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.evaluation.engine import evaluate
 
     variants = parse_attacks(["fgsm:eps=1/255,8/255", "pgd:eps=8/255,steps=3"])
     info: dict = {}
@@ -324,9 +337,9 @@ def test_attack_variants_in_evaluate_give_the_table_rows(linear, npz_data):
 
 def test_a_detector_whose_positive_class_is_real_is_attacked_the_same_way(tmp_path, npz_data):
     """Labels follow the detector's positive class: the attack still pushes away from the truth."""
-    from robustlab.attacks import parse_attacks
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import evaluate
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.detector.loading import load_detector
+    from robustlab.evaluation.engine import evaluate
 
     det = load_detector(save_detector(tmp_path, "linear"), positive="real")
     result = evaluate(det, npz_data, variants=parse_attacks(["fgsm:eps=1/255,8/255"]))
@@ -335,8 +348,9 @@ def test_a_detector_whose_positive_class_is_real_is_attacked_the_same_way(tmp_pa
 
 
 def test_diagnostics_catch_broken_evaluations(linear, saturated, npz_data):
-    from robustlab.attacks import attack_checks, parse_attacks
-    from robustlab.evaluate import evaluate
+    from robustlab.attacks.checks import attack_checks
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.evaluation.engine import evaluate
 
     # eps below one grey level, and a PGD too weak to match FGSM at the same eps
     variants = parse_attacks(["fgsm:eps=0.5/255,8/255", "pgd:eps=8/255,steps=1,step=1/255,random_start=false"])
@@ -358,8 +372,8 @@ def test_diagnostics_catch_broken_evaluations(linear, saturated, npz_data):
 
 
 def test_sanity_check_passes_on_a_working_detector(linear, npz_data):
-    from robustlab.attacks import sanity_check, sanity_message
-    from robustlab.evaluate import evaluate
+    from robustlab.attacks.checks import sanity_check, sanity_message
+    from robustlab.evaluation.engine import evaluate
 
     record: dict = {}
     result = evaluate(linear, npz_data, checks=[sanity_check(linear, npz_data, record=record, max_images=8)])
@@ -372,7 +386,8 @@ def test_sanity_check_passes_on_a_working_detector(linear, npz_data):
 
 
 def test_adversarial_layout_mirrors_paths_and_is_a_data_set(tmp_path, npz_data):
-    from robustlab.attacks import AdversarialWriter, parse_attacks
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.attacks.writer import AdversarialWriter
     from robustlab.data import open_dataset
 
     (tmp_path / "imgs").mkdir()

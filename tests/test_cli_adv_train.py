@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_images, tiny_cnn, write_class_folder
+
 from robustlab.cli import main
 
 ROBUSTLAB = str(Path(sys.executable).parent / "robustlab")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import write_class_folder
-from robustlab.cli import main
 from test_attacks import margin_images, save_detector
+
+from robustlab.cli import main
 
 
 def run(*args: str):

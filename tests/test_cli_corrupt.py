@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, make_images, run, write_class_folder
+
 from robustlab.data import decode_image, open_dataset
 
 
@@ -36,7 +36,7 @@ def test_folder_tree_copies_are_valid_data_with_the_same_layout(image_folder, tm
         assert ds.counts == src.counts
         assert str(folder) in res.output
     # pixels: the corruption of the decoded source, at its own size
-    from robustlab.corruptions import corrupt, image_seed
+    from robustlab.corruptions.functions import corrupt, image_seed
 
     i = src.paths.index("real/photo.jpg")
     want = corrupt(decode_image(src.source(i)), "blur", 3, image_seed(0, "blur", 3, i))

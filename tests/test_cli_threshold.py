@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error, make_images, run, write_class_folder
+
 from robustlab.data import open_dataset
-from robustlab.detector import load_detector, read_spec
+from robustlab.detector.loading import load_detector
+from robustlab.detector.spec import read_spec
 from robustlab.metrics import binary_scores
 
 
@@ -129,7 +130,7 @@ def test_evaluate_with_val_applies_the_threshold_everywhere(trained_detector, va
     if t != 0.5:
         assert [r["threshold"] for r in metrics["reference_rows"]] == [0.5]
         md = (out / "metrics.md").read_text()
-        assert f"| Original Images @ 0.5 |" in md and f"| Original Images @ {t:g} |" in md and "recall:0.99" in md
+        assert "| Original Images @ 0.5 |" in md and f"| Original Images @ {t:g} |" in md and "recall:0.99" in md
     preds = [line.split(",") for line in (out / "predictions.csv").read_text().splitlines()[1:]]
     assert all(int(p[7]) == int(float(p[6]) >= t) or abs(float(p[6]) - t) < 1e-6 for p in preds)
     assert (out / "plots" / "pr.png").stat().st_size > 1000
@@ -158,8 +159,8 @@ def test_rows_at_both_thresholds_for_every_set(trained_detector, val_folder, tes
     """Library level: with a variant, every set (adversarial-style subset, mixed, worst-case) gets
     its row at the chosen threshold and at 0.5."""
     from robustlab.enums import SetKind
-    from robustlab.evaluate import evaluate
-    from robustlab.thresholds import select_threshold
+    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.selection import select_threshold
 
     class Brighten:  # a real variant: shifts every pixel by +40 grey levels (clipped)
         kind = SetKind.ADVERSARIAL

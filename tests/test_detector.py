@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_images, write_class_folder
+
 from robustlab.cli import main
-from robustlab.detector import load_detector
+from robustlab.detector.loading import load_detector
 from robustlab.errors import RobustlabError
 
 SIZE = 16
@@ -196,7 +196,7 @@ def test_half_loaded_model_is_refused(tmp_path):
     """A .keras archive missing one layer's weights is refused; the weight check tells random from loaded."""
     import keras
 
-    from robustlab.safety import file_weight_stats, model_weight_stats
+    from robustlab.detector.safety import file_weight_stats, model_weight_stats
 
     keras.utils.set_random_seed(7)
     model = attention_head(keras, depthwise=False)
@@ -310,7 +310,6 @@ def test_custom_objects(tmp_path, monkeypatch):
 
 def test_label_encoder_sets_the_class_order(tmp_path):
     import keras
-
     from conftest import tiny_cnn
 
     keras.utils.set_random_seed(9)
@@ -343,9 +342,8 @@ def test_label_encoder_sets_the_class_order(tmp_path):
 
 
 def test_label_encoder_with_other_classes_is_refused_even_with_trust(tmp_path):
-    from sklearn.preprocessing import LabelBinarizer
-
     from conftest import tiny_cnn
+    from sklearn.preprocessing import LabelBinarizer
 
     tiny_cnn(SIZE, units=2, activation="softmax").save(tmp_path / "m.keras")
     marker = tmp_path / "unpickled"
@@ -363,7 +361,6 @@ def test_label_encoder_with_other_classes_is_refused_even_with_trust(tmp_path):
 @pytest.fixture(scope="module")
 def bad_inputs(tmp_path_factory: pytest.TempPathFactory, keras2_h5) -> dict:
     import keras
-
     from conftest import tiny_cnn
 
     root = tmp_path_factory.mktemp("bad")

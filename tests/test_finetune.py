@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import make_images, write_class_folder
+
 from robustlab.errors import RobustlabError
 
 SIZE = 32
@@ -58,7 +58,7 @@ def ft(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def small_config(**changes):
-    from robustlab.finetune import FinetuneConfig
+    from robustlab.training.config import FinetuneConfig
 
     base = dict(epochs=2, ratio=0.5, lr=2e-3, batch_size=16, guard_size=16, pgd_steps=3, patience=0, reduce_lr_patience=0)
     base.update(changes)
@@ -71,8 +71,8 @@ EVAL = dict(eval_attacks=["fgsm:eps=8/255"], eval_corruptions=["jpeg:3"], eval_f
 @pytest.fixture(scope="module")
 def finished(ft: dict[str, Path]) -> dict:
     """One uninterrupted 2-epoch run (the reference for the resume test)."""
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.run import adv_train
 
     before = sha(ft["model"])
     det = load_detector(ft["spec"])
@@ -112,7 +112,11 @@ def test_ratio_bounds_are_inclusive():
 
 
 def test_parse_trainable_and_class_weights():
-    from robustlab.finetune import class_weights, parse_class_weight, parse_trainable
+    from robustlab.training.config import (
+        class_weights,
+        parse_class_weight,
+        parse_trainable,
+    )
 
     assert parse_trainable("all") == ("all", 0)
     assert parse_trainable("head") == ("last", 1)
@@ -131,7 +135,7 @@ def test_parse_trainable_and_class_weights():
 
 
 def test_schedule_step_early_stopping_and_reduce_on_plateau():
-    from robustlab.finetune import TrainState, schedule_step
+    from robustlab.training.checkpoints import TrainState, schedule_step
 
     config = small_config(patience=3, reduce_lr_patience=2, reduce_lr_factor=0.5, lr=1e-3, monitor="val_loss").validated()
     state = TrainState(lr=1e-3)
@@ -143,7 +147,7 @@ def test_schedule_step_early_stopping_and_reduce_on_plateau():
 
 
 def test_schedule_step_nan_never_improves():
-    from robustlab.finetune import TrainState, schedule_step
+    from robustlab.training.checkpoints import TrainState, schedule_step
 
     config = small_config(patience=1, monitor="val_loss").validated()
     state = TrainState(lr=1e-3)
@@ -152,7 +156,7 @@ def test_schedule_step_nan_never_improves():
 
 
 def test_guard_flags_pgd_collapse_only_when_fgsm_holds():
-    from robustlab.finetune import TrainState, guard_collapse, schedule_step
+    from robustlab.training.checkpoints import TrainState, guard_collapse, schedule_step
 
     history = [
         {"epoch": 1, "guard_fgsm_accuracy": 0.55, "guard_pgd_accuracy": 0.45, "event": "best"},
@@ -176,8 +180,8 @@ def test_guard_flags_pgd_collapse_only_when_fgsm_holds():
 
 
 def test_trainable_selection_and_frozen_batchnorm(ft):
-    from robustlab.detector import load_detector
-    from robustlab.finetune import select_trainable
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.config import select_trainable
 
     det = load_detector(ft["spec"])
     info = select_trainable(det, "head", False)
@@ -196,8 +200,8 @@ def test_trainable_selection_and_frozen_batchnorm(ft):
 def test_training_attack_is_bounded_and_hurts(ft, attack):
     import tensorflow as tf
 
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adversarial_examples
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.steps import adversarial_examples
 
     det = load_detector(ft["spec"])
     x, y = ft["x"][:24], ft["y"][:24]
@@ -220,8 +224,9 @@ def test_training_attack_is_bounded_and_hurts(ft, attack):
 def test_savedmodel_cannot_be_trained(ft, tmp_path):
     import keras
 
-    from robustlab.detector import load_detector
-    from robustlab.finetune import FinetuneConfig, adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.config import FinetuneConfig
+    from robustlab.training.run import adv_train
 
     model = keras.saving.load_model(ft["model"])
     model.export(tmp_path / "sm", verbose=False)
@@ -237,8 +242,9 @@ def test_model_without_trainable_weights(ft, tmp_path):
     import keras
     from keras import layers
 
-    from robustlab.detector import load_detector
-    from robustlab.finetune import FinetuneConfig, adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.config import FinetuneConfig
+    from robustlab.training.run import adv_train
 
     inp = keras.Input((SIZE, SIZE, 3))
     x = layers.BatchNormalization()(inp)  # the only weights, frozen unless --train-bn
@@ -253,10 +259,10 @@ def test_model_without_trainable_weights(ft, tmp_path):
 
 
 def test_bad_data_is_refused(ft, tmp_path):
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adv_train
-
     import shutil
+
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.run import adv_train
 
     det = load_detector(ft["spec"])
     shutil.copytree(ft["train"] / "fake", tmp_path / "one" / "fake")
@@ -275,7 +281,7 @@ def test_bad_data_is_refused(ft, tmp_path):
 
 
 def test_outputs_of_a_run(ft, finished):
-    from robustlab.detector import load_detector
+    from robustlab.detector.loading import load_detector
     from robustlab.runs import read_run
 
     result = finished["result"]
@@ -317,8 +323,8 @@ def test_outputs_of_a_run(ft, finished):
 
 
 def test_existing_out_is_refused(ft, finished, tmp_path):
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.run import adv_train
 
     det = load_detector(ft["spec"])
     with pytest.raises(RobustlabError, match="already exists"):
@@ -330,8 +336,9 @@ def test_resume_after_a_stop_gives_the_uninterrupted_result(ft, finished):
     """Stop after epoch 1 (KeyboardInterrupt, as Ctrl-C), resume: same weights as the run in one go."""
     import keras
 
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adv_train, partial_dir, resume_adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.checkpoints import partial_dir
+    from robustlab.training.run import adv_train, resume_adv_train
 
     out = ft["root"] / "resumed"
 
@@ -365,8 +372,8 @@ def test_resume_after_a_stop_gives_the_uninterrupted_result(ft, finished):
 def test_plain_fine_tuning_with_head_only_keeps_the_body(ft, tmp_path):
     import keras
 
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.run import adv_train
 
     det = load_detector(ft["spec"])
     result = adv_train(
@@ -384,8 +391,8 @@ def test_plain_fine_tuning_with_head_only_keeps_the_body(ft, tmp_path):
 @pytest.mark.slow
 def test_adversarial_training_raises_adversarial_accuracy(ft, tmp_path):
     """FGSM mixing at eps=8/255 makes the validation set more robust than the input detector."""
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.run import adv_train
 
     det = load_detector(ft["spec"])
     result = adv_train(
@@ -401,8 +408,8 @@ def test_no_better_epoch_keeps_the_input_weights_across_a_resume(ft):
     """A diverging run (NaN validation loss) never improves: the input weights are kept, also after a stop + resume."""
     import keras
 
-    from robustlab.detector import load_detector
-    from robustlab.finetune import adv_train, resume_adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.run import adv_train, resume_adv_train
 
     out = ft["root"] / "diverged"
     config = small_config(epochs=2, optimizer="sgd", lr=1e30, ratio=0.0, guard=False)

@@ -9,8 +9,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import (
+    assert_one_line_error,
+    make_images,
+    run,
+    tiny_cnn,
+    write_class_folder,
+)
 
-from conftest import assert_one_line_error, make_images, run, tiny_cnn, write_class_folder
 from robustlab.cli import main
 
 RUN_FILES = ("run.json", "metrics.json", "metrics.csv", "metrics.md", "predictions.csv", "plots/roc.png", "plots/pr.png", "plots/confusion_clean.png")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_images, write_class_folder
 from PIL import Image
 
-from conftest import make_images, write_class_folder
 from robustlab.data import decode_image, open_dataset
 from robustlab.errors import RobustlabError
 

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import tiny_cnn
-from robustlab.detector import load_detector
+
+from robustlab.detector.loading import load_detector
 from robustlab.errors import RobustlabError
 
 
@@ -188,8 +188,8 @@ def test_layers_that_crash_onednn_gradients_are_refused_not_segfaulted(tmp_path)
     (measured: <= 12 channels at >= 56 px). Attacks and fine-tuning refuse such a model with the
     fix; the test never takes that gradient."""
     from click.testing import CliRunner
-
     from conftest import make_images, write_class_folder
+
     from robustlab._tf import gradient_kernel_hazard
     from robustlab.cli import main
 

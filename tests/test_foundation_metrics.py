@@ -5,8 +5,15 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from robustlab.metrics import binary_scores, confusion, format_eps, metrics_row, parse_fraction, predict
-from robustlab.reports import metrics_markdown, param_display, row_title
+from robustlab.metrics import (
+    binary_scores,
+    confusion,
+    format_eps,
+    metrics_row,
+    parse_fraction,
+    predict,
+)
+from robustlab.reporting.tables import metrics_markdown, param_display, row_title
 
 
 def test_agrees_with_sklearn():

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import write_class_folder
+
 from robustlab.cli import main
 
 SIZE = 16

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from robustlab.errors import RobustlabError
-from robustlab.pipeline import run_evaluation
+from robustlab.evaluation.pipeline import run_evaluation
 
 
 def test_run_evaluation_composes_attacks_corruptions_threshold_and_policy(trained_detector, test_images_folder, tmp_path):

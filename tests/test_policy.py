@@ -13,12 +13,11 @@ import pytest
 
 from robustlab.errors import RobustlabError
 from robustlab.metrics import metrics_row, row_from_correct
-from robustlab.policy import (
+from robustlab.reporting.baseline import check_comparable, compare_rows
+from robustlab.reporting.junit import junit_xml
+from robustlab.reporting.policy import (
     RuleSyntaxError,
-    check_comparable,
-    compare_rows,
     evaluate_policy,
-    junit_xml,
     load_policy,
     parse_rule,
     policy_from_rules,

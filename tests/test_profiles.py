@@ -24,10 +24,10 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_images, write_class_folder
+
 from robustlab.cli import main
-from robustlab.detector import read_spec
+from robustlab.detector.spec import read_spec
 
 PROFILES = Path(__file__).resolve().parents[1] / "configs" / "detectors"
 

@@ -32,11 +32,11 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 
 def evaluate_run(detector: Path, data: Path, out: Path, *, attacks=("fgsm:eps=8/255",), corruptions=("jpeg:3",), threshold=None) -> Path:
-    from robustlab.attacks import parse_attacks
-    from robustlab.corruptions import parse_corruptions
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.corruptions.variant import parse_corruptions
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import evaluate
+    from robustlab.detector.loading import load_detector
+    from robustlab.evaluation.engine import evaluate
 
     det = load_detector(detector)
     variants = parse_attacks(list(attacks)) + parse_corruptions(list(corruptions))
@@ -281,8 +281,8 @@ def test_user_strings_are_escaped_in_html(run_copy: Path) -> None:
 
 
 def test_ready_configs_parse() -> None:
-    from robustlab.policy import load_policy
-    from robustlab.suites import load_suite
+    from robustlab.evaluation.suites import load_suite
+    from robustlab.reporting.policy import load_policy
 
     suites = sorted((ROOT / "configs" / "suites").glob("*.yaml"))
     assert {p.stem for p in suites} >= {"ci-quick", "nightly"}
@@ -306,7 +306,7 @@ def test_ready_configs_parse() -> None:
 ], ids=["unknown-key", "bad-attack", "bad-corruption", "fraction", "policy-missing", "empty"])
 def test_bad_suites(tmp_path: Path, text: str, words: str) -> None:
     from robustlab.errors import RobustlabError
-    from robustlab.suites import load_suite
+    from robustlab.evaluation.suites import load_suite
 
     p = tmp_path / "s.yaml"
     p.write_text(text, encoding="utf-8")
@@ -345,7 +345,7 @@ def test_evaluate_refuses_bad_policy_and_baseline_before_running(trained_detecto
 
 
 def test_a_page_that_cannot_be_rendered_does_not_cost_the_run(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from robustlab.publish import write_run_html
+    from robustlab.reporting.publish import write_run_html
 
     info = json.loads((run_copy / "run.json").read_text())
     (run_copy / "report.html").unlink()
@@ -360,8 +360,8 @@ def test_readme_examples_are_valid(tmp_path: Path) -> None:
     """The README's policy and suite examples load; its CI snippets are valid YAML."""
     import yaml
 
-    from robustlab.policy import load_policy
-    from robustlab.suites import load_suite
+    from robustlab.evaluation.suites import load_suite
+    from robustlab.reporting.policy import load_policy
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Reports, policies and CI") : readme.index("## Command reference")]

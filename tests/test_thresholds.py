@@ -5,24 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from conftest import make_images, write_class_folder
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from conftest import make_images, write_class_folder
 from robustlab.data import open_dataset
-from robustlab.detector import read_spec
+from robustlab.detector.spec import read_spec
+from robustlab.detector.specfile import spec_target, write_threshold
 from robustlab.errors import RobustlabError
-from robustlab.metrics import binary_scores
-from robustlab.thresholds import (
+from robustlab.evaluation.selection import check_leakage
+from robustlab.evaluation.thresholds import (
     Strategy,
     StrategyKind,
     ThresholdUnreachable,
     bootstrap_threshold,
-    check_leakage,
     parse_strategy,
     pick_threshold,
-    spec_target,
-    write_threshold,
 )
+from robustlab.metrics import binary_scores
 
 
 def noisy_scores(seed: int, n: int, decimals: int) -> tuple[np.ndarray, np.ndarray]:

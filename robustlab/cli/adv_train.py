@@ -125,8 +125,8 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
             if not out:
                 raise RobustlabError("no --out folder", fix="pass --out NEW (a new folder; the input model is never modified)")
             from robustlab.data import open_dataset
-            from robustlab.detector import load_detector
-            from robustlab.finetune import adv_train
+            from robustlab.detector.loading import load_detector
+            from robustlab.training.run import adv_train
 
             config = _config(state, kwargs)
             for data in (train, val, test):  # cheap checks (files, both classes) before TensorFlow loads
@@ -139,7 +139,7 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
                 progress=state.progress, log=log, command=command_line(),
             )
     except KeyboardInterrupt:
-        from robustlab.finetune import partial_dir
+        from robustlab.training.checkpoints import partial_dir
 
         target = resume or out
         if target and partial_dir(target).exists():
@@ -151,7 +151,7 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
 
 def _config(state: State, kwargs: dict[str, Any]) -> Any:
     """The FinetuneConfig from the command's options (validated: one-line errors)."""
-    from robustlab.finetune import FinetuneConfig
+    from robustlab.training.config import FinetuneConfig
 
     names = [f for f in FinetuneConfig.__dataclass_fields__ if f not in ("batch_size", "seed")]
     return FinetuneConfig(**{n: kwargs[n] for n in names}, batch_size=state.batch_size, seed=state.seed).validated()
@@ -159,7 +159,7 @@ def _config(state: State, kwargs: dict[str, Any]) -> Any:
 
 def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any) -> Any:
     """``--resume NEW``: settings come from the checkpoint; any given again must be the same."""
-    from robustlab.finetune import resume_adv_train
+    from robustlab.training.run import resume_adv_train
 
     explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
     given: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _RESUME_CHECKED and ctx.get_parameter_source(k) in explicit}

@@ -77,11 +77,15 @@ def command(
     the adversarial PNGs under adversarial/, mirroring DATA's relative paths (one sub-folder per
     attack when several ran), so that folder can be evaluated like any DATA.
     """
-    from robustlab.attacks import AdversarialWriter, art_classifier, attack_checks, make_attacks, parse_attack_fraction, sanity_message
+    from robustlab.attacks.art_backend import art_classifier
+    from robustlab.attacks.checks import attack_checks, sanity_message
+    from robustlab.attacks.spec import parse_attack_fraction
+    from robustlab.attacks.variant import make_attacks
+    from robustlab.attacks.writer import AdversarialWriter
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
+    from robustlab.detector.loading import load_detector
     from robustlab.errors import RobustlabError
-    from robustlab.evaluate import evaluate
+    from robustlab.evaluation.engine import evaluate
     from robustlab.runs import RunFolder
 
     overrides, trust = pop_detector_overrides(kwargs)

@@ -5,7 +5,15 @@ from typing import Any
 
 import click
 
-from robustlab.cli.common import State, command_line, common_options, data_options, echo_err, pass_state, with_examples
+from robustlab.cli.common import (
+    State,
+    command_line,
+    common_options,
+    data_options,
+    echo_err,
+    pass_state,
+    with_examples,
+)
 
 
 @click.command("corrupt")
@@ -44,7 +52,8 @@ def command(state: State, data: str, corruptions: tuple[str, ...], severity: str
     to 64 px, ImageNet-C values for larger ones. The same --seed gives the same bytes. Unreadable or
     too-small (under 8 px) images are skipped and counted in OUT/run.json.
     """
-    from robustlab.corruptions import corrupt_dataset, parse_corruptions
+    from robustlab.corruptions.variant import parse_corruptions
+    from robustlab.corruptions.writer import corrupt_dataset
 
     variants = parse_corruptions(corruptions, default_severities=severity)
     info: dict[str, Any] = corrupt_dataset(

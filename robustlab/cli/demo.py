@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import click
 
-from robustlab.cli.common import State, command_line, common_options, echo_err, pass_state, with_examples
+from robustlab.cli.common import (
+    State,
+    command_line,
+    common_options,
+    echo_err,
+    pass_state,
+    with_examples,
+)
 
 
 @click.command("demo")

@@ -59,7 +59,7 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     metrics.json/.csv/.md, predictions.csv and plots/.
     """
     from robustlab.errors import PolicyFailed
-    from robustlab.pipeline import run_evaluation
+    from robustlab.evaluation.pipeline import run_evaluation
 
     overrides, trust = pop_detector_overrides(kwargs)
     run = run_evaluation(
@@ -91,7 +91,7 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     )
     click.echo((Path(run.run_dir) / "metrics.md").read_text(encoding="utf-8"))
     if run.sanity is not None:
-        from robustlab.attacks import sanity_message
+        from robustlab.attacks.checks import sanity_message
 
         echo_err(state, f"robustlab: {sanity_message(run.sanity)}")
     echo_err(state, f"robustlab: run folder written: {run.run_dir}")

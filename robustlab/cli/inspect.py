@@ -6,7 +6,15 @@ from typing import Any
 
 import click
 
-from robustlab.cli.common import State, common_options, data_options, detector_options, pass_state, pop_detector_overrides, with_examples
+from robustlab.cli.common import (
+    State,
+    common_options,
+    data_options,
+    detector_options,
+    pass_state,
+    pop_detector_overrides,
+    with_examples,
+)
 
 
 @click.command("inspect")
@@ -38,8 +46,12 @@ def command(state: State, detector: str, data: str | None, sample: int, as_json:
     Nothing in the file runs without --trust-model. When the model cannot be loaded, what could be
     read is still printed, then a one-line error (exit code 2).
     """
+    from robustlab.detector.inspection import (
+        format_report,
+        inspect_detector,
+        report_path_safe,
+    )
     from robustlab.errors import RobustlabError
-    from robustlab.inspection import format_report, inspect_detector, report_path_safe
 
     overrides, trust = pop_detector_overrides(kwargs)
     report = inspect_detector(

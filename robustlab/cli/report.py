@@ -5,10 +5,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from robustlab.cli.common import State, common_options, echo_err, pass_state, with_examples
+from robustlab.cli.common import (
+    State,
+    common_options,
+    echo_err,
+    pass_state,
+    with_examples,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from robustlab.publish import ReportOutcome
+    from robustlab.reporting.publish import ReportOutcome
 
 
 def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,7 +64,7 @@ def command(state: State, run: str, baseline: str | None, policy: str | None, fo
     baseline with different sets: exit code 2 with a one-line error.
     """
     from robustlab.errors import PolicyFailed
-    from robustlab.publish import plan_report, report_run
+    from robustlab.reporting.publish import plan_report, report_run
 
     plan = plan_report(policy=policy, baseline=baseline, formats=formats)
     outcome = report_run(run, plan, out=out)

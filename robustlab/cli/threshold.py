@@ -112,10 +112,12 @@ def command(
     threshold. Use a validation split, never the test set you report on.
     """
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
+    from robustlab.detector.loading import load_detector
+    from robustlab.detector.specfile import write_threshold
     from robustlab.errors import RobustlabError
+    from robustlab.evaluation.selection import select_threshold
+    from robustlab.evaluation.thresholds import parse_strategy
     from robustlab.runs import to_json
-    from robustlab.thresholds import parse_strategy, select_threshold, write_threshold
 
     strat = parse_strategy(strategy)
     overrides, trust = pop_detector_overrides(kwargs)

@@ -75,10 +75,10 @@ def handwritten_fgsm_scored(detector, eps: float):
 
 
 def art_plain_fgsm(detector, eps: float, batch_size: int):
-    from robustlab import attacks
+    from robustlab.attacks.art_backend import _art, art_classifier
 
-    art = attacks._art()
-    clf = attacks.art_classifier(detector, compiled=False)
+    art = _art()
+    clf = art_classifier(detector, compiled=False)
     attack = art["FGSM"](clf, norm=np.inf, eps=eps, eps_step=eps, targeted=False, batch_size=batch_size)
 
     def run(x, y):
@@ -90,7 +90,8 @@ def art_plain_fgsm(detector, eps: float, batch_size: int):
 
 
 def robustlab_run_attack(detector, eps: float):
-    from robustlab.attacks import AttackSpec, run_attack
+    from robustlab.attacks.art_backend import run_attack
+    from robustlab.attacks.spec import AttackSpec
 
     spec = AttackSpec("fgsm", eps)
 
@@ -155,7 +156,7 @@ def main() -> None:
         args.detector = efficientnet_detector(args.efficientnet)
 
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
+    from robustlab.detector.loading import load_detector
     from robustlab.metrics import parse_fraction
 
     eps = parse_fraction(args.eps)

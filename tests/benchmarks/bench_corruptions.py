@@ -87,23 +87,30 @@ def main() -> None:
     from imagecorruptions import corrupt as ic_corrupt
     from skimage.filters import gaussian as sk_gaussian
 
-    from robustlab import corruptions as C
+    from robustlab.corruptions.functions import (
+        CORRUPTIONS,
+        SEVERITIES,
+        corrupt,
+        describe_parameters,
+        gaussian_blur,
+        jpeg_roundtrip,
+    )
 
     patch_imagecorruptions()
     print(f"clock: {args.clock}; load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}; imagecorruptions {getattr(imagecorruptions, '__version__', '1.1.2')}")
     sets = {32: natural_images(args.n32, 32), 128: natural_images(args.n128, 128, seed=1)}
 
     print("\n1. robustlab.corruptions.corrupt, images/s (median of rounds)")
-    print("| corruption | size | " + " | ".join(f"sev {s}" for s in C.SEVERITIES) + " | parameters (sev 1..5) |")
-    print("| --- | --- | " + " | ".join("---" for _ in C.SEVERITIES) + " | --- |")
-    for name in C.CORRUPTIONS:
+    print("| corruption | size | " + " | ".join(f"sev {s}" for s in SEVERITIES) + " | parameters (sev 1..5) |")
+    print("| --- | --- | " + " | ".join("---" for _ in SEVERITIES) + " | --- |")
+    for name in CORRUPTIONS:
         for size, images in sets.items():
             rates = []
-            for s in C.SEVERITIES:
+            for s in SEVERITIES:
                 rng = np.random.default_rng(0)
-                r = interleaved({"x": lambda im, s=s, rng=rng: C.corrupt(im, name, s, rng)}, images, max(1, args.rounds // 2))
+                r = interleaved({"x": lambda im, s=s, rng=rng: corrupt(im, name, s, rng)}, images, max(1, args.rounds // 2))
                 rates.append(r["x"])
-            params = " / ".join(C.describe_parameters(name, s, (size, size)) for s in C.SEVERITIES)
+            params = " / ".join(describe_parameters(name, s, (size, size)) for s in SEVERITIES)
             print(f"| {name} | {size} | " + " | ".join(f"{r:,.0f}" for r in rates) + f" | {params} |")
 
     print("\n2. robustlab vs imagecorruptions (images/s, median of interleaved rounds)")
@@ -115,12 +122,12 @@ def main() -> None:
         for sev in (1, 3, 5):
             rng = np.random.default_rng(0)
             for ours, theirs, label, ours_param, their_param in (
-                ("blur", "gaussian_blur", "blur, same severity", C.describe_parameters("blur", sev, (size, size)), f"sigma={pkg_sigma[sev - 1]}"),
-                ("jpeg", "jpeg_compression", "jpeg, same severity", C.describe_parameters("jpeg", sev, (size, size)), f"quality={pkg_quality[sev - 1]}"),
+                ("blur", "gaussian_blur", "blur, same severity", describe_parameters("blur", sev, (size, size)), f"sigma={pkg_sigma[sev - 1]}"),
+                ("jpeg", "jpeg_compression", "jpeg, same severity", describe_parameters("jpeg", sev, (size, size)), f"quality={pkg_quality[sev - 1]}"),
             ):
                 r = interleaved(
                     {
-                        "robustlab": lambda im, ours=ours: C.corrupt(im, ours, sev, rng),
+                        "robustlab": lambda im, ours=ours: corrupt(im, ours, sev, rng),
                         "package": lambda im, theirs=theirs: ic_corrupt(im, severity=sev, corruption_name=theirs),
                     },
                     images,
@@ -129,20 +136,20 @@ def main() -> None:
                 print(f"| {label} | {size} | {sev} | {ours_param} | {their_param} | {r['robustlab']:,.0f} | {r['package']:,.0f} | {r['robustlab'] / r['package']:.2f}x |")
             sigma, quality = pkg_sigma[sev - 1], pkg_quality[sev - 1]
             for label, ours_fn, theirs, param in (
-                ("blur, same sigma", lambda im: C.gaussian_blur(im, sigma), "gaussian_blur", f"sigma={sigma}"),
-                ("jpeg, same quality", lambda im: C.jpeg_roundtrip(im, quality), "jpeg_compression", f"quality={quality}"),
+                ("blur, same sigma", lambda im: gaussian_blur(im, sigma), "gaussian_blur", f"sigma={sigma}"),
+                ("jpeg, same quality", lambda im: jpeg_roundtrip(im, quality), "jpeg_compression", f"quality={quality}"),
             ):
                 r = interleaved({"robustlab": ours_fn, "package": lambda im, theirs=theirs: ic_corrupt(im, severity=sev, corruption_name=theirs)}, images, args.rounds)
                 print(f"| {label} | {size} | {sev} | {param} | {param} | {r['robustlab']:,.0f} | {r['package']:,.0f} | {r['robustlab'] / r['package']:.2f}x |")
 
     print("\n3. pixel agreement with imagecorruptions (same parameter)")
     for size, images in sets.items():
-        for sev in C.SEVERITIES:
+        for sev in SEVERITIES:
             q = pkg_quality[sev - 1]
-            equal = sum(np.array_equal(C.jpeg_roundtrip(im, q), ic_corrupt(im, severity=sev, corruption_name="jpeg_compression")) for im in images)
+            equal = sum(np.array_equal(jpeg_roundtrip(im, q), ic_corrupt(im, severity=sev, corruption_name="jpeg_compression")) for im in images)
             sigma = pkg_sigma[sev - 1]
-            d_pkg = max(int(np.abs(C.gaussian_blur(im, sigma).astype(np.int16) - ic_corrupt(im, severity=sev, corruption_name="gaussian_blur")).max()) for im in images)
-            d_exact = max(float(np.abs(C.gaussian_blur(im, sigma) - np.clip(sk_gaussian(im / 255.0, sigma=sigma, channel_axis=-1), 0, 1) * 255).max()) for im in images)
+            d_pkg = max(int(np.abs(gaussian_blur(im, sigma).astype(np.int16) - ic_corrupt(im, severity=sev, corruption_name="gaussian_blur")).max()) for im in images)
+            d_exact = max(float(np.abs(gaussian_blur(im, sigma) - np.clip(sk_gaussian(im / 255.0, sigma=sigma, channel_axis=-1), 0, 1) * 255).max()) for im in images)
             print(f"{size}px severity {sev}: jpeg quality {q}: {equal}/{len(images)} images pixel-identical; blur sigma {sigma}: max |robustlab - package| = {d_pkg} grey level(s), max |robustlab - exact| = {d_exact:.3f}")
     print(f"\nload average at end: {os.getloadavg()}")
 

@@ -34,8 +34,9 @@ def timing(demo: Path, epochs: int, batch_size: int) -> dict:
     """Alternate epochs of plain / ratio 0.3 / ratio 1.0 training (three private copies of the demo
     detector) and time each training pass: wall-clock and process CPU seconds."""
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
-    from robustlab.finetune import FinetuneConfig, prepare_training
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.config import FinetuneConfig
+    from robustlab.training.steps import prepare_training
 
     train = open_dataset(demo / "data" / "train")
     ratios = (0.0, 0.3, 1.0)
@@ -64,8 +65,9 @@ def timing(demo: Path, epochs: int, batch_size: int) -> dict:
 
 
 def before_after(demo: Path, out: Path, args: argparse.Namespace) -> dict:
-    from robustlab.detector import load_detector
-    from robustlab.finetune import FinetuneConfig, adv_train
+    from robustlab.detector.loading import load_detector
+    from robustlab.training.config import FinetuneConfig
+    from robustlab.training.run import adv_train
 
     det = load_detector(demo / "detector" / "detector.yaml")
     config = FinetuneConfig(eps=args.eps, epochs=args.epochs, ratio=args.ratio, attack=args.attack, lr=args.lr, batch_size=args.batch_size, seed=0)

@@ -60,8 +60,8 @@ def build_model(size: int, kind: str):
 
 def throughput(args: argparse.Namespace) -> None:
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import evaluate
+    from robustlab.detector.loading import load_detector
+    from robustlab.evaluation.engine import evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -98,8 +98,8 @@ def throughput(args: argparse.Namespace) -> None:
 
 def memory_child(args: argparse.Namespace) -> None:
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import evaluate
+    from robustlab.detector.loading import load_detector
+    from robustlab.evaluation.engine import evaluate
 
     det = load_detector(args.model_path, scale="0-255")
     data = open_dataset(args.data)

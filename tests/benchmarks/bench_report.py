@@ -28,12 +28,12 @@ from pathlib import Path
 def build_run(out: Path) -> float:
     import numpy as np
 
-    from robustlab.attacks import parse_attacks
-    from robustlab.corruptions import parse_corruptions
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.corruptions.variant import parse_corruptions
     from robustlab.data import open_dataset
     from robustlab.demo import build_model, make_images, train_model
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import evaluate
+    from robustlab.detector.loading import load_detector
+    from robustlab.evaluation.engine import evaluate
 
     work = out.parent / f"{out.name}-inputs"
     shutil.rmtree(work, ignore_errors=True)
@@ -74,7 +74,7 @@ def main() -> None:
     n_pred = sum(1 for _ in open(out / "predictions.csv")) - 1
     print(f"run: {out}  rows: {len(rows)}  predictions: {n_pred}")
 
-    from robustlab.publish import report_run
+    from robustlab.reporting.publish import report_run
 
     report_run(out, formats="html", out=out.parent / "warmup")  # imports, caches
     for fmts, reps in (("html", 5), ("md", 5), ("json", 5), ("html,md,json", 3)):

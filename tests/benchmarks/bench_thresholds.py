@@ -35,8 +35,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def agreement(trials: int = 400) -> None:
     from sklearn.metrics import precision_recall_curve, roc_curve
 
+    from robustlab.evaluation.thresholds import (
+        ThresholdUnreachable,
+        bootstrap_threshold,
+        pick_threshold,
+    )
     from robustlab.metrics import binary_scores
-    from robustlab.thresholds import ThresholdUnreachable, bootstrap_threshold, pick_threshold
 
     rng = np.random.default_rng(0)
     worst = {"f1_vs_sklearn": 0.0, "f1_reproduced": 0.0, "youden_vs_sklearn": 0.0, "precision_target": 0.0, "recall_target": 0.0}
@@ -99,10 +103,11 @@ def agreement(trials: int = 400) -> None:
 
 def demo(root: str, attack: str | None, batch_size: int) -> None:
     from robustlab.data import open_dataset
-    from robustlab.detector import load_detector
-    from robustlab.evaluate import build_rows, evaluate
-    from robustlab.reports import param_display
-    from robustlab.thresholds import DEFAULT_THRESHOLD, select_threshold
+    from robustlab.detector.loading import load_detector
+    from robustlab.evaluation.engine import build_rows, evaluate
+    from robustlab.evaluation.selection import select_threshold
+    from robustlab.evaluation.thresholds import DEFAULT_THRESHOLD
+    from robustlab.reporting.tables import param_display
 
     det = load_detector(os.path.join(root, "detector", "detector.yaml"))
     val = open_dataset(os.path.join(root, "data"), split="val")
@@ -110,7 +115,7 @@ def demo(root: str, attack: str | None, batch_size: int) -> None:
     variants = []
     if attack:
         try:
-            from robustlab.attacks import parse_attack
+            from robustlab.attacks.variant import parse_attack
         except ImportError:
             print("(robustlab.attacks is not there: no adversarial rows)")
         else:

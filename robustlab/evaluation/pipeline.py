@@ -55,7 +55,8 @@ def select_threshold_on(
     if threshold_given:
         raise RobustlabError("--threshold and --val both set the threshold", fix="drop --threshold, or use --threshold-strategy fixed:T")
     from robustlab.data import open_dataset
-    from robustlab.thresholds import parse_strategy, select_threshold
+    from robustlab.evaluation.selection import select_threshold
+    from robustlab.evaluation.thresholds import parse_strategy
 
     strat = parse_strategy(strategy or "max-f1")
     val_set = open_dataset(val, split=val_split, classes=classes)
@@ -104,13 +105,16 @@ def run_evaluation(
     :class:`~robustlab.data.Dataset` objects. Raises RobustlabError for bad input (before any long
     work where it can be known up front). A failed policy does not raise: check ``.passed``.
     """
-    from robustlab.attacks import attack_checks, parse_attack_fraction, parse_attacks
-    from robustlab.corruptions import parse_corruptions
+    from robustlab.attacks.checks import attack_checks
+    from robustlab.attacks.spec import parse_attack_fraction
+    from robustlab.attacks.variant import parse_attacks
+    from robustlab.corruptions.variant import parse_corruptions
     from robustlab.data import Dataset, open_dataset
-    from robustlab.detector import Detector, load_detector
-    from robustlab.evaluate import evaluate
-    from robustlab.publish import plan_report, report_run
-    from robustlab.suites import load_suite
+    from robustlab.detector.loading import load_detector
+    from robustlab.detector.model import Detector
+    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.suites import load_suite
+    from robustlab.reporting.publish import plan_report, report_run
 
     overrides = dict(overrides or {})
     # everything that can be checked without the model, first

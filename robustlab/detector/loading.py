@@ -1,226 +1,19 @@
-"""Loading a detector and its spec; preprocessing inside the graph; one score per image.
-
-Every detector, whatever its file format, preprocessing and output layout, is reduced to
-
-* ``Detector.class_logits(x)``: ``x`` float32 ``(N, H, W, 3)`` RGB in ``[0, 1]`` at the detector's
-  input size -> float32 ``(N, 2)`` logits ``[negative, positive]`` (differentiable; the model's own
-  colour order and scaling are applied inside), and
-* ``Detector.scores(x_uint8)``: uint8 ``(N, H, W, 3)`` -> float64 ``(N,)`` ``P(positive)`` in ``[0, 1]``.
-
-The positive class is ``fake`` unless the spec says ``positive: real``. A sample is predicted
-positive when ``score >= threshold``.
+"""Loading a detector: the model file in each format (.keras, .h5, SavedModel, JSON + weights), its label encoder and custom objects, safely.
 """
 from __future__ import annotations
 
-import logging
-import math
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
-import yaml
 
-from robustlab.enums import ColorOrder, OutputKind, ResizeMethod, Scale
+from robustlab.detector.model import Detector, _build_logit_head, _infer_output_kind
+from robustlab.detector.spec import DetectorSpec, make_spec, read_spec
+from robustlab.enums import OutputKind
 from robustlab.errors import RobustlabError
-
-log = logging.getLogger("robustlab")
-
-SPEC_KEYS = (
-    "name",
-    "model",
-    "weights",
-    "input_size",
-    "resize",
-    "color",
-    "scale",
-    "output",
-    "classes",
-    "positive",
-    "threshold",
-    "label_encoder",
-    "custom_objects",
-)
-CLASS_NAMES = ("real", "fake")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on [0, 1] pixels
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_SCALE = Scale.UINT8  # what keras.applications models (EfficientNet & co.) expect
-
-
-@dataclass(frozen=True)
-class DetectorSpec:
-    """What a detector spec YAML says (CONTRACT section 2). Paths are absolute.
-
-    ``None`` means "not said": inferred from the model when loading (input size, output kind,
-    class order).
-    """
-
-    model: Path
-    name: str = ""
-    weights: Path | None = None
-    input_size: tuple[int, int] | None = None
-    resize: ResizeMethod = ResizeMethod.BILINEAR
-    color: ColorOrder = ColorOrder.RGB
-    scale: Scale = DEFAULT_SCALE
-    output: OutputKind | None = None
-    classes: tuple[str, ...] | None = None
-    positive: str = "fake"
-    threshold: float = 0.5
-    label_encoder: Path | None = None
-    custom_objects: tuple[tuple[str, str], ...] = ()
-    source: Path | None = None  # the YAML file this came from, if any
-    said: tuple[str, ...] = field(default=(), compare=False)  # keys given explicitly
-
-    def to_dict(self, *, relative_to: Path | None = None) -> dict[str, Any]:
-        """Plain dict in the YAML layout (paths relative to ``relative_to`` when given)."""
-
-        def p(path: Path | None) -> str | None:
-            if path is None:
-                return None
-            if relative_to is not None:
-                try:
-                    return os.path.relpath(path, relative_to)
-                except ValueError:  # other drive (Windows)
-                    return str(path)
-            return str(path)
-
-        return {
-            "name": self.name,
-            "model": p(self.model),
-            "weights": p(self.weights),
-            "input_size": list(self.input_size) if self.input_size else None,
-            "resize": str(self.resize),
-            "color": str(self.color),
-            "scale": str(self.scale),
-            "output": str(self.output) if self.output else None,
-            "classes": list(self.classes) if self.classes else None,
-            "positive": self.positive,
-            "threshold": self.threshold,
-            "label_encoder": p(self.label_encoder),
-            "custom_objects": dict(self.custom_objects) or None,
-        }
-
-
-def _parse_input_size(value: Any, thing: str) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        parts = value.lower().replace("x", ",").split(",")
-        value = [p.strip() for p in parts if p.strip()]
-    if isinstance(value, int):
-        value = [value, value]
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise RobustlabError(
-            f"input_size {value!r} is not two integers", thing=thing, fix="write it as [H, W], e.g. [128, 128]"
-        ) from None
-    if h < 8 or w < 8 or h > 4096 or w > 4096:
-        raise RobustlabError(f"input_size {h}x{w} is out of range", thing=thing, fix="use 8..4096 pixels per side")
-    return (h, w)
-
-
-def _parse_threshold(value: Any, thing: str) -> float:
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        raise RobustlabError(f"threshold {value!r} is not a number", thing=thing, fix="use a number in [0, 1]") from None
-    if not (0.0 <= t <= 1.0) or math.isnan(t):
-        raise RobustlabError(f"threshold {t} is outside [0, 1]", thing=thing, fix="use a number in [0, 1]")
-    return t
-
-
-def _parse_classes(value: Any, thing: str) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v]
-    if not isinstance(value, (list, tuple)) or not value:
-        raise RobustlabError(f"classes {value!r} is not a list", thing=thing, fix="write e.g. classes: [fake, real]")
-    names = tuple(str(v).strip().lower() for v in value)
-    bad = [n for n in names if n not in CLASS_NAMES]
-    if bad or len(set(names)) != len(names) or len(names) > 2:
-        raise RobustlabError(
-            f"classes {list(value)} must name real and/or fake once each, in output order",
-            thing=thing,
-            fix="write e.g. classes: [fake, real] for a 2-unit softmax, or [fake] for a 1-unit sigmoid P(fake)",
-        )
-    return names
-
-
-def make_spec(values: Mapping[str, Any], *, base_dir: Path | None = None, source: Path | None = None) -> DetectorSpec:
-    """Validate a spec mapping (YAML content and/or CLI overrides) into a :class:`DetectorSpec`."""
-    thing = str(source) if source else "detector spec"
-    unknown = sorted(set(values) - set(SPEC_KEYS))
-    if unknown:
-        raise RobustlabError(
-            f"unknown key(s) {', '.join(unknown)}", thing=thing, fix=f"use only: {', '.join(SPEC_KEYS)}"
-        )
-    base = base_dir or Path.cwd()
-
-    def path(key: str) -> Path | None:
-        v = values.get(key)
-        if v in (None, ""):
-            return None
-        return (base / str(v)).resolve() if not Path(str(v)).is_absolute() else Path(str(v))
-
-    model = path("model")
-    if model is None:
-        raise RobustlabError("no model given", thing=thing, fix="add `model: path/to/model.keras`")
-    positive = str(values.get("positive", "fake")).strip().lower()
-    if positive not in CLASS_NAMES:
-        raise RobustlabError(f"positive {positive!r} is not real or fake", thing=thing, fix="use positive: fake or positive: real")
-    custom = values.get("custom_objects") or {}
-    if not isinstance(custom, Mapping):
-        raise RobustlabError("custom_objects is not a mapping", thing=thing, fix='write name: "module:attribute" pairs')
-    output = values.get("output")
-    return DetectorSpec(
-        model=model,
-        name=str(values.get("name") or model.stem),
-        weights=path("weights"),
-        input_size=_parse_input_size(values.get("input_size"), thing),
-        resize=ResizeMethod.parse(values.get("resize") or "bilinear", what="resize method", thing=thing),
-        color=ColorOrder.parse(values.get("color") or "rgb", what="color order", thing=thing),
-        scale=Scale.parse(values.get("scale") or DEFAULT_SCALE, what="scale", thing=thing),
-        output=None if output in (None, "") else OutputKind.parse(output, what="output kind", thing=thing),
-        classes=_parse_classes(values.get("classes"), thing),
-        positive=positive,
-        threshold=_parse_threshold(values.get("threshold", 0.5), thing),
-        label_encoder=path("label_encoder"),
-        custom_objects=tuple(sorted((str(k), str(v)) for k, v in custom.items())),
-        source=source,
-        said=tuple(k for k, v in values.items() if v is not None),
-    )
-
-
-def read_spec(detector: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> DetectorSpec:
-    """A spec from a YAML file, or from a bare model path with defaults; ``overrides`` win.
-
-    ``overrides`` holds CLI flags; keys with value ``None`` are ignored.
-    """
-    path = Path(detector)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if not path.exists():
-        raise RobustlabError("no such file or folder", thing=path, fix="give a detector spec (.yaml) or a model file")
-    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise RobustlabError(f"not valid YAML{where}", thing=path, fix="fix the YAML syntax") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RobustlabError(f"cannot read ({exc.__class__.__name__})", thing=path, fix="check the file") from None
-        if not isinstance(values, Mapping):
-            raise RobustlabError("a detector spec must be a YAML mapping", thing=path, fix="see CONTRACT section 2 / README")
-        merged = {**values, **overrides}
-        return make_spec(merged, base_dir=path.parent.resolve(), source=path.resolve())
-    merged = {"model": str(path.resolve()), **overrides}
-    return make_spec(merged, base_dir=Path.cwd())
-
 
 # --------------------------------------------------------------------------- loading
 
@@ -268,7 +61,7 @@ def _custom_objects(spec: DetectorSpec, trust_model: bool) -> dict[str, Any]:
 
 def detect_format(path: Path) -> str:
     """``keras`` | ``h5`` | ``savedmodel`` | ``json`` from the path (and its first bytes), or a RobustlabError."""
-    from robustlab.safety import HDF5_SIGNATURE, ZIP_SIGNATURE
+    from robustlab.detector.safety import HDF5_SIGNATURE, ZIP_SIGNATURE
 
     if path.is_dir():
         if (path / "saved_model.pb").exists():
@@ -297,17 +90,6 @@ def detect_format(path: Path) -> str:
         thing=path,
         fix="use a .keras file, a .h5 file, a SavedModel folder or an architecture .json with weights",
     )
-
-
-def _framework(model: Any) -> Any:
-    """The ``keras`` (3) or ``tf_keras`` (2) module a loaded model belongs to."""
-    if type(model).__module__.startswith("tf_keras"):
-        import tf_keras
-
-        return tf_keras
-    import keras
-
-    return keras
 
 
 def _safe_mode_scope(framework: Any, safe: bool) -> Any:
@@ -346,17 +128,25 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
     import json
     import time
 
-    from robustlab import safety
+    from robustlab.detector.safety import (
+        TRUST_FIX,
+        check_code,
+        file_weight_stats,
+        lambda_guard,
+        model_weight_stats,
+        scan_model_file,
+        substitute_lambdas,
+    )
 
     t0 = time.time()
     path = spec.model
     fmt = detect_format(path)
-    scanned = safety.scan_model_file(path, fmt)
+    scanned = scan_model_file(path, fmt)
     custom = _custom_objects(spec, trust_model)
     lambda_names = {la.name for la in scanned.lambdas}
     substitutes = {n: o for n, o in custom.items() if n in lambda_names}
     objects = {n: o for n, o in custom.items() if n not in substitutes}
-    notes = safety.check_code(scanned, trusted=trust_model, substitutes=substitutes, custom_names=set(objects))
+    notes = check_code(scanned, trusted=trust_model, substitutes=substitutes, custom_names=set(objects))
     weights = spec.weights
     info: dict[str, Any] = {"format": fmt, "path": str(path), "file": scanned.describe(), "code": notes}
     if fmt == "json" and weights is None:
@@ -377,12 +167,12 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
     load_path = path if suffix is None or path.suffix.lower() in (suffix, ".hdf5") else _with_suffix(path, suffix)
 
     def keras_h5(k: Any) -> Any:
-        co = {**objects, "Lambda": safety.lambda_guard(k, substitutes, trust_model)}
+        co = {**objects, "Lambda": lambda_guard(k, substitutes, trust_model)}
         return k.models.load_model(str(load_path), custom_objects=co, compile=False, safe_mode=not trust_model)
 
     def keras_zip(k: Any) -> Any:
         if substitutes:
-            cfg, extra = safety.substitute_lambdas(scanned.config or {}, substitutes)
+            cfg, extra = substitute_lambdas(scanned.config or {}, substitutes)
             with _safe_mode_scope(k, not trust_model):
                 model = k.models.model_from_json(json.dumps(cfg), custom_objects={**objects, **extra})
             model.load_weights(str(load_path))
@@ -390,8 +180,8 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
         return k.models.load_model(str(load_path), custom_objects=objects or None, compile=False, safe_mode=not trust_model)
 
     def arch_json(k: Any) -> Any:
-        cfg, extra = safety.substitute_lambdas(scanned.config or {}, substitutes)
-        co = {**objects, **extra, "Lambda": safety.lambda_guard(k, substitutes, trust_model)}
+        cfg, extra = substitute_lambdas(scanned.config or {}, substitutes)
+        co = {**objects, **extra, "Lambda": lambda_guard(k, substitutes, trust_model)}
         with _safe_mode_scope(k, not trust_model):
             return k.models.model_from_json(json.dumps(cfg), custom_objects=co)
 
@@ -439,8 +229,8 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
         steps[label.split(" ")[0]] = round(time.time() - t, 3)
         t = time.time()
         source = weights if weights is not None else path
-        want = safety.file_weight_stats(source, fmt if weights is None else ("keras" if detect_format(weights) == "keras" else "h5"))
-        have = safety.model_weight_stats(model)
+        want = file_weight_stats(source, fmt if weights is None else ("keras" if detect_format(weights) == "keras" else "h5"))
+        have = model_weight_stats(model)
         if want is not None and not want.matches(have):
             failures.append(f"{label}: loaded weights do not match the file ({have.values:,} values loaded, {want.values:,} in {source.name})")
             continue
@@ -466,7 +256,7 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
     if "marshal" in text.lower():
         fix = "the Lambda layer's bytecode was written by another Python version; replace it in the spec's custom_objects (e.g. RescaleGAP: robustlab.layers:rescale_gap)"
     elif "bytecode" in text.lower() or "lambda" in text.lower():
-        fix = f"the model holds Python code; {safety.TRUST_FIX}"
+        fix = f"the model holds Python code; {TRUST_FIX}"
     elif "do not match" in text:
         fix = "the weights file does not belong to this architecture (refusing a half-loaded model)"
     raise RobustlabError(f"cannot load model ({scanned.saved_by}): {text}", thing=path, fix=fix)
@@ -520,7 +310,7 @@ def label_encoder_path(spec: DetectorSpec) -> tuple[Path | None, str | None]:
 
 def classes_from_label_encoder(path: Path, units: int) -> tuple[tuple[str, ...], str]:
     """Output class order from a LabelBinarizer pickle: (classes, how). Reads only LabelBinarizer data."""
-    from robustlab.safety import read_label_binarizer
+    from robustlab.detector.safety import read_label_binarizer
 
     enc = read_label_binarizer(path)
     shown = [str(c) for c in enc.classes]
@@ -569,218 +359,6 @@ def _model_io_shapes(model: Any, info: dict[str, Any]) -> tuple[tuple, tuple | N
     return _tensor_shape(specs[0]), None
 
 
-def _last_dense(model: Any) -> tuple[Any | None, str | None]:
-    """The final layer if it is Dense/Activation, with its activation name."""
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return None, None
-    last = layers[-1]
-    act = getattr(last, "activation", None)
-    name = getattr(act, "__name__", None) if act is not None else None
-    if name is None and act is not None:
-        name = str(act)
-    return last, (name.lower() if name else None)
-
-
-@dataclass
-class Detector:
-    """A loaded detector: the model, its spec and the differentiable [0,1]-RGB -> logits wrapper."""
-
-    spec: DetectorSpec
-    model: Any
-    info: dict[str, Any]
-    input_size: tuple[int, int]
-    output: OutputKind
-    classes: tuple[str, ...]
-    units: int
-    _logit_source: str = "probabilities"
-    _head: Callable[[Any, bool], Any] | None = None
-    _score_fn: Any = None
-    _score_bs: int = 0
-
-    @property
-    def positive(self) -> str:
-        return self.spec.positive
-
-    @property
-    def threshold(self) -> float:
-        return self.spec.threshold
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    # ---- graph pieces -------------------------------------------------------------
-    def preprocess(self, x01: Any) -> Any:
-        """float32 (N, H, W, 3) RGB in [0, 1] -> what the model was trained on (tf ops)."""
-        import tensorflow as tf
-
-        x = tf.cast(x01, tf.float32)
-        scale = self.spec.scale
-        if scale is Scale.UINT8:
-            x = x * 255.0
-        elif scale is Scale.SYMMETRIC:
-            x = x * 2.0 - 1.0
-        elif scale is Scale.IMAGENET:
-            x = (x - tf.constant(IMAGENET_MEAN, tf.float32)) / tf.constant(IMAGENET_STD, tf.float32)
-        if self.spec.color is ColorOrder.BGR:
-            x = x[..., ::-1]
-        return x
-
-    def raw_output(self, x01: Any, training: bool = False) -> Any:
-        """The model's own output on preprocessed input, float32 (N, units)."""
-        import tensorflow as tf
-
-        out = self.model(self.preprocess(x01), training=training)
-        if isinstance(out, Mapping):
-            out = next(iter(out.values()))
-        out = tf.cast(out, tf.float32)
-        return tf.reshape(out, (-1, self.units))
-
-    def class_logits(self, x01: Any, training: bool = False) -> Any:
-        """float32 (N, H, W, 3) RGB in [0, 1] -> float32 (N, 2) logits [negative, positive].
-
-        softmax of these logits gives [1 - score, score]. Where the model ends in a Dense layer
-        with a sigmoid/softmax activation, the logits are that layer's pre-activation (exact
-        gradients even when the probability saturates); otherwise they are log-probabilities.
-        """
-        import tensorflow as tf
-
-        if self._head is not None:
-            z = self._head(self.preprocess(x01), training)
-        else:
-            z = self.raw_output(x01, training)
-        return _to_binary_logits(z, self.output if self._head is None else OutputKind.LOGITS, self.classes, self.positive, tf)
-
-    def positive_probability(self, x01: Any, training: bool = False) -> Any:
-        """float32 (N,) P(positive) as a differentiable tensor."""
-        import tensorflow as tf
-
-        return tf.nn.softmax(self.class_logits(x01, training), axis=-1)[:, 1]
-
-    # ---- numpy scoring --------------------------------------------------------------
-    def scores(self, x_uint8: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, 3) RGB at the input size -> float64 (N,) P(positive) in [0, 1]."""
-        import tensorflow as tf
-
-        x = np.asarray(x_uint8)
-        if x.ndim != 4 or x.shape[1:] != (*self.input_size, 3):
-            raise ValueError(f"expected (N, {self.input_size[0]}, {self.input_size[1]}, 3) images, got {x.shape}")
-        if self._score_fn is None:
-            h, w = self.input_size
-
-            @tf.function(input_signature=[tf.TensorSpec((None, h, w, 3), tf.uint8)], reduce_retracing=True)
-            def score_fn(batch):
-                x01 = tf.cast(batch, tf.float32) / 255.0
-                return self.positive_probability(x01, False)
-
-            self._score_fn = score_fn
-        if x.dtype != np.uint8:
-            raise ValueError(f"expected uint8 images, got {x.dtype}")
-        if len(x) == 0:
-            return np.zeros((0,), np.float64)
-        return np.asarray(self._score_fn(tf.constant(x)), dtype=np.float64).clip(0.0, 1.0)
-
-    def scores_float(self, x01: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """float32 (N, H, W, 3) in [0, 1] -> float64 (N,) P(positive), batched (no quantization)."""
-        import tensorflow as tf
-
-        out = []
-        for start in range(0, len(x01), batch_size):
-            chunk = tf.constant(np.asarray(x01[start : start + batch_size], np.float32))
-            out.append(np.asarray(self.positive_probability(chunk, False), np.float64))
-        return np.concatenate(out) if out else np.zeros((0,), np.float64)
-
-    def describe(self) -> dict[str, Any]:
-        """What run.json records about the detector: spec, loader and what was inferred."""
-        return {
-            "name": self.spec.name,
-            "spec": self.spec.to_dict(),
-            "spec_file": str(self.spec.source) if self.spec.source else None,
-            "input_size": list(self.input_size),
-            "output": str(self.output),
-            "classes": list(self.classes),
-            "units": self.units,
-            "positive": self.positive,
-            "threshold": self.threshold,
-            "logits_from": self._logit_source,
-            **{k: v for k, v in self.info.items() if k not in ("path",)},
-        }
-
-
-def _to_binary_logits(z: Any, kind: OutputKind, classes: tuple[str, ...], positive: str, tf: Any) -> Any:
-    """(N, units) model output -> (N, 2) logits [negative, positive]."""
-    eps = 1e-7
-    units = z.shape[-1]
-    if units == 1:
-        if kind is OutputKind.SIGMOID:
-            p = tf.clip_by_value(z[:, 0], eps, 1 - eps)
-            logit = tf.math.log(p) - tf.math.log1p(-p)
-        else:  # logits (or softmax on 1 unit, which is meaningless and rejected earlier)
-            logit = z[:, 0]
-        if classes[0] != positive:
-            logit = -logit
-        return tf.stack([tf.zeros_like(logit), logit], axis=1)
-    pos = classes.index(positive)
-    neg = 1 - pos
-    if kind is OutputKind.SIGMOID:  # two independent sigmoids: use each as a logit
-        p = tf.clip_by_value(z, eps, 1 - eps)
-        z = tf.math.log(p) - tf.math.log1p(-p)
-    elif kind is OutputKind.SOFTMAX:
-        z = tf.math.log(tf.clip_by_value(z, eps, 1.0))
-    return tf.stack([z[:, neg], z[:, pos]], axis=1)
-
-
-def _infer_output_kind(model: Any, probe: np.ndarray | None) -> tuple[OutputKind, str]:
-    _, act = _last_dense(model)
-    if act in ("sigmoid",):
-        return OutputKind.SIGMOID, "inferred from the last layer's sigmoid activation"
-    if act in ("softmax",):
-        return OutputKind.SOFTMAX, "inferred from the last layer's softmax activation"
-    if act in ("linear",):
-        return OutputKind.LOGITS, "inferred from the last layer's linear activation"
-    if probe is not None:
-        in_unit = bool(np.all((probe >= 0) & (probe <= 1)))
-        if not in_unit:
-            return OutputKind.LOGITS, "inferred from a probe: outputs outside [0, 1]"
-        if probe.shape[-1] == 2 and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3):
-            return OutputKind.SOFTMAX, "inferred from a probe: outputs in [0, 1] summing to 1"
-        return OutputKind.SIGMOID, "inferred from a probe: outputs in [0, 1]"
-    return OutputKind.SIGMOID, "assumed (could not be inferred)"
-
-
-def _build_logit_head(model: Any, kind: OutputKind) -> Callable[[Any, bool], Any] | None:
-    """Pre-activation of a final Dense(sigmoid|softmax) layer, or None when not available."""
-    if kind is OutputKind.LOGITS:
-        return None
-    last, act = _last_dense(model)
-    if last is None or act not in ("sigmoid", "softmax"):
-        return None
-    try:
-        keras = _framework(model)  # keras 3, or tf_keras for a Keras 2 file
-
-        if isinstance(last, keras.layers.Dense):
-            feature = keras.Model(model.inputs, last.input)
-            kernel, bias = last.kernel, last.bias
-
-            def head(x: Any, training: bool) -> Any:
-                import tensorflow as tf
-
-                h = feature(x, training=training)
-                z = tf.matmul(tf.cast(h, tf.float32), tf.cast(kernel, tf.float32))
-                if bias is not None:
-                    z = z + tf.cast(bias, tf.float32)
-                return z
-
-            return head
-        if isinstance(last, keras.layers.Activation):
-            feature = keras.Model(model.inputs, last.input)
-            return lambda x, training: feature(x, training=training)
-    except Exception:  # noqa: BLE001 - fall back to log-probabilities
-        return None
-    return None
-
-
 def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: bool = False, **overrides: Any) -> Detector:
     """Load a detector from a spec YAML, a bare model path, or a :class:`DetectorSpec`.
 
@@ -806,7 +384,7 @@ def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: 
         raise RobustlabError("label encoder file not found", thing=encoder, fix="fix `label_encoder:` in the spec (relative paths are relative to the spec file)")
     read_encoder = encoder is not None and (encoder_how == "spec" or spec.classes is None)
     if read_encoder and not trust_model:
-        from robustlab.safety import scan_pickle
+        from robustlab.detector.safety import scan_pickle
 
         held = ", ".join(scan_pickle(encoder)[:2]) or "no classes"
         raise RobustlabError(

@@ -72,8 +72,8 @@ def preprocessing_check(detector: Any, data: Any, *, sample: int = 200, seed: in
     :class:`~robustlab.data.Dataset`. Accuracy is at the detector's threshold; AUC does not depend on
     it. Rows are sorted best first (accuracy, then AUC, the configured one winning ties).
     """
-    from robustlab.evaluate import stratified_subset
     from robustlab.metrics import binary_scores
+    from robustlab.sampling import stratified_subset
 
     if sample < 2:
         raise RobustlabError(f"--sample {sample} is too small", fix="use at least 2 images (default 200)")
@@ -178,8 +178,13 @@ def inspect_detector(
     a Lambda layer without ``trust_model``); what could be read without running anything is there.
     Bad DATA raises RobustlabError.
     """
-    from robustlab.detector import detect_format, label_encoder_path, load_detector, read_spec
-    from robustlab.safety import scan_model_file, scan_pickle
+    from robustlab.detector.loading import (
+        detect_format,
+        label_encoder_path,
+        load_detector,
+    )
+    from robustlab.detector.safety import scan_model_file, scan_pickle
+    from robustlab.detector.spec import read_spec
 
     overrides = dict(overrides or {})
     report: dict[str, Any] = {"detector": str(detector), "loaded": False}

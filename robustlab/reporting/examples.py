@@ -78,7 +78,7 @@ class ExampleCollector:
 
     def write(self, folder: Any, *, threshold: float, paths: Sequence[str], positive: str = "fake") -> None:
         """PNGs and ``examples/index.json`` into a :class:`robustlab.runs.RunFolder` (nothing when empty)."""
-        from robustlab.reports import slug
+        from robustlab.reporting.tables import slug
         from robustlab.runs import atomic_write_bytes
 
         if not self.clean:

@@ -19,23 +19,28 @@ A variant is any object with
 """
 from __future__ import annotations
 
-import logging
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
+from robustlab.attacks.delivery import perturbation_norms
 from robustlab.data import Dataset
-from robustlab.detector import Detector
+from robustlab.detector.model import Detector
 from robustlab.enums import SetKind
-from robustlab.metrics import MetricsRow, confusion, metrics_row, predict, row_from_correct
-from robustlab.runs import RunFolder
-
-log = logging.getLogger("robustlab")
+from robustlab.metrics import (
+    MetricsRow,
+    metrics_row,
+    predict,
+    row_from_correct,
+)
+from robustlab.progress import batch_progress
+from robustlab.reporting.runfolder import write_run
+from robustlab.runs import RunFolder, versions
+from robustlab.sampling import stratified_subset
 
 
 class Variant(Protocol):
@@ -93,56 +98,6 @@ class EvaluationResult:
             if r.key == key or r.set == key:
                 return r
         raise KeyError(key)
-
-
-def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of a stratified, seeded ``fraction`` of the set (at least one per class)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction {fraction} is outside (0, 1]")
-    labels = np.asarray(labels)
-    if fraction >= 1.0:
-        return np.arange(len(labels), dtype=np.int64)
-    rng = np.random.default_rng([seed, 0x5EED])
-    chosen = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        k = max(1, int(round(fraction * len(members))))
-        chosen.append(rng.choice(members, size=k, replace=False))
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
-
-
-def perturbation_norms(clean: np.ndarray, delivered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image L-inf and L2 of ``delivered - clean`` (uint8 arrays) in /255 units (grey levels)."""
-    d = delivered.astype(np.int16) - clean.astype(np.int16)
-    flat = d.reshape(len(d), -1).astype(np.float64)
-    if flat.size == 0:
-        return np.zeros((len(d),)), np.zeros((len(d),))
-    return np.abs(flat).max(axis=1), np.sqrt((flat**2).sum(axis=1))
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("robustlab", "tensorflow", "keras", "tf-keras", "adversarial-robustness-toolbox", "numpy", "scikit-learn", "pillow"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def batch_progress(iterable: Iterable[Any], total: int, label: str, enabled: bool) -> Iterable[Any]:
-    """Yield ``iterable``'s batches, with a progress bar over ``total`` images on stderr when enabled."""
-    if not enabled:
-        yield from iterable
-        return
-    import click
-
-    with click.progressbar(length=total, label=label, file=sys.stderr, show_eta=True) as bar:
-        for item in iterable:
-            yield item
-            bar.update(len(item[0]) if isinstance(item, tuple) else 1)
 
 
 def build_rows(y: np.ndarray, scores: np.ndarray, idx: np.ndarray, stats: Sequence[VariantStats], threshold: float, *, worst_case: bool) -> list[MetricsRow]:
@@ -240,7 +195,10 @@ def evaluate(
         in_subset = np.zeros(len(data), dtype=bool)
         in_subset[subset] = True
         stats = [VariantStats(v) for v in variants]
-        from robustlab.examples import ExampleCollector, pick_examples  # images for the report's strip
+        from robustlab.reporting.examples import (  # images for the report's strip
+            ExampleCollector,
+            pick_examples,
+        )
 
         examples = ExampleCollector(pick_examples(y_all, in_subset if len(subset) else None))
         idx_parts, y_parts, s_parts = [], [], []
@@ -292,7 +250,7 @@ def evaluate(
         rows = build_rows(y, scores, idx, stats, threshold, worst_case=bool(variants))
         reference_rows: list[MetricsRow] = []
         if threshold_selection is not None:
-            from robustlab.thresholds import DEFAULT_THRESHOLD
+            from robustlab.evaluation.thresholds import DEFAULT_THRESHOLD
 
             if threshold != DEFAULT_THRESHOLD:
                 reference_rows = build_rows(y, scores, idx, stats, DEFAULT_THRESHOLD, worst_case=bool(variants))
@@ -310,7 +268,7 @@ def evaluate(
             "variants": [{"set": str(v.kind), "variant": v.variant, "param": v.param} for v in variants],
         }
         if any(r.set == SetKind.CORRUPTED.value for r in rows):
-            from robustlab.reports import corruption_summary
+            from robustlab.reporting.tables import corruption_summary
 
             info["corruption_summary"] = corruption_summary(rows)
         if threshold_selection is not None:
@@ -338,7 +296,7 @@ def evaluate(
         if folder is not None:
             write_run(folder, result, data, max_curve_sets=max_curve_sets)
             examples.write(folder, threshold=threshold, paths=data.paths, positive=detector.positive)
-            from robustlab.publish import write_run_html
+            from robustlab.reporting.publish import write_run_html
 
             write_run_html(folder.dir, info, final=folder.final)  # report.html, from the files just written
             result.run_dir = folder.commit(info)
@@ -347,65 +305,3 @@ def evaluate(
         if folder is not None and run_folder is None:
             folder.abort()
         raise
-
-
-def prediction_records(result: EvaluationResult, data: Dataset) -> Iterable[tuple]:
-    """(id, path, label, set, variant, param, score, pred) for clean and every variant image."""
-    t = result.info["threshold"]
-    for i, yi, si in zip(result.idx.tolist(), result.y.tolist(), result.scores.tolist()):
-        yield (i, data.paths[i], yi, "clean", "none", "", si, int(si >= t))
-    for st in result.variant_stats:
-        a = st.arrays()
-        v = st.variant
-        for i, yi, si in zip(a["idx"].tolist(), a["y"].tolist(), a["scores"].tolist()):
-            yield (i, data.paths[i], yi, str(v.kind), v.variant, v.param, si, int(si >= t))
-
-
-def write_run(folder: RunFolder, result: EvaluationResult, data: Dataset, *, max_curve_sets: int = 8) -> None:
-    """metrics.json/.csv/.md, predictions.csv and plots into ``folder``."""
-    from robustlab import reports
-
-    rows = result.rows
-    info = result.info
-    metrics_json: dict[str, Any] = {"rows": [r.to_dict() for r in rows]}
-    if result.reference_rows:
-        metrics_json["reference_rows"] = [r.to_dict() for r in result.reference_rows]
-    folder.write_json("metrics.json", metrics_json)
-    folder.write_text("metrics.csv", reports.metrics_csv(rows))
-    det = info["detector"]
-    summary = [
-        f"Detector: **{reports._md_escape(det['name'])}** ({det['format']}, input {det['input_size'][0]}x{det['input_size'][1]}, {det['spec']['color']}, scale {det['spec']['scale']}, {det['output']} {det['classes']})",
-        f"Data: `{reports._md_escape(str(data.root))}` ({len(result.idx)} images: {int((result.y == 1).sum())} {det['positive']}, {int((result.y == 0).sum())} {'real' if det['positive'] == 'fake' else 'fake'}; {len(data.skipped)} skipped)",
-    ]
-    if info.get("attacked"):
-        summary.append(f"Attacked subset: {info['attacked']} images (fraction {info['attack_fraction']:g}, stratified, seed {info['seed']}).")
-    selection = info.get("threshold_selection")
-    if selection:
-        from robustlab.thresholds import selection_summary
-
-        summary.extend(selection_summary(selection))
-    folder.write_text(
-        "metrics.md",
-        reports.metrics_markdown(rows, title=f"robustlab: {det['name']}", summary=summary, notes=[f"diagnostic: {d}" for d in result.diagnostics], reference_rows=result.reference_rows),
-    )
-    folder.write_text("predictions.csv", reports.predictions_csv(prediction_records(result, data)))
-    threshold = info["threshold"]
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {"clean": (result.y, result.scores)}
-    for st in result.variant_stats[:max_curve_sets]:
-        a = st.arrays()
-        if len(a["idx"]):
-            curves[f"{st.variant.variant} {st.variant.param}".strip()] = (a["y"], a["scores"])
-    chosen: dict[str, Any] = {}
-    sel = result.threshold_selection
-    if sel is not None:
-        chosen = {"val_curve": (sel.y, sel.scores), "reference_threshold": selection["default_threshold"], "threshold_label": f"{sel.strategy} on validation"}
-    reports.plot_roc_pr(curves, folder.path("plots/roc.png"), folder.path("plots/pr.png"), threshold=threshold, **chosen)
-    pos = det["positive"]
-    neg = "real" if pos == "fake" else "fake"
-    reports.plot_confusion(confusion(result.y, predict(result.scores, threshold)), folder.path("plots/confusion_clean.png"), title=f"clean (threshold {threshold:g})", labels=(neg, pos))
-    for st in result.variant_stats:
-        a = st.arrays()
-        if len(a["idx"]) and str(st.variant.kind) == "adversarial":
-            name = reports.slug(f"{st.variant.variant}_{st.variant.param}")
-            reports.plot_confusion(confusion(a["y"], predict(a["scores"], threshold)), folder.path(f"plots/confusion_{name}.png"), title=f"{st.variant.variant} {reports.param_display(st.variant.param)}", labels=(neg, pos))
-    reports.plot_accuracy_vs_param([r.to_dict() for r in rows], folder.path("plots"))

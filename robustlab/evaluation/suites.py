@@ -41,7 +41,7 @@ class Suite:
         out: list[Any] = []
         if self.attacks:
             try:
-                from robustlab.attacks import parse_attacks
+                from robustlab.attacks.variant import parse_attacks
             except ModuleNotFoundError:
                 raise RobustlabError("this robustlab has no attacks module", thing=self.source, fix="remove `attacks:` from the suite or update robustlab") from None
             for text in self.attacks:
@@ -52,7 +52,7 @@ class Suite:
             out.extend(parse_attacks(list(self.attacks)))
         if self.corruptions:
             try:
-                from robustlab.corruptions import parse_corruptions
+                from robustlab.corruptions.variant import parse_corruptions
             except ModuleNotFoundError:
                 raise RobustlabError("this robustlab has no corruptions module", thing=self.source, fix="remove `corruptions:` from the suite or update robustlab") from None
             for text in self.corruptions:

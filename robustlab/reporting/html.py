@@ -16,11 +16,12 @@ import json
 import shlex
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from robustlab.reports import group_rows, param_display, row_title
+from robustlab.reporting.tables import group_rows, param_display, row_title
 
 if TYPE_CHECKING:  # pragma: no cover
-    from robustlab.policy import PolicyReport, RowComparison
-    from robustlab.publish import RunData
+    from robustlab.reporting.baseline import RowComparison
+    from robustlab.reporting.policy import PolicyReport
+    from robustlab.reporting.rundata import RunData
 
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 MAX_EXAMPLE_COLUMNS = 16
@@ -163,7 +164,7 @@ def _policy(report: "PolicyReport") -> str:
 
 
 def _comparison(comparison: Sequence["RowComparison"], baseline_name: str) -> str:
-    from robustlab.policy import comparison_title
+    from robustlab.reporting.baseline import comparison_title
 
     if not comparison:
         return ""
