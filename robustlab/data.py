@@ -4,7 +4,7 @@ A DATA argument (CONTRACT section 3) is a class-folder tree, a split root (``--s
 CSV (``path,label``) or an ``.npz`` with ``x`` uint8 (N, H, W, 3) and ``y`` 0/1.
 
 Labels are **fake = 1, real = 0** here, always; a detector with ``positive: real`` flips them
-where scores are compared (see :func:`robustlab.evaluate.evaluate`).
+where scores are compared (see :func:`robustlab.evaluation.engine.evaluate`).
 
 Images are decoded to RGB uint8 (grayscale replicated, palette/CMYK/16-bit converted, RGBA composited
 on white, EXIF orientation applied) and resized to the detector's input size with Pillow's filter

@@ -1,4 +1,4 @@
-"""Adversarial fine-tuning (robustlab.finetune): attacks against the current weights, the schedule,
+"""Adversarial fine-tuning (robustlab.training.run): attacks against the current weights, the schedule,
 the guard, outputs, checkpoints and resume. Tiny real Keras models and real PNG folders."""
 from __future__ import annotations
 

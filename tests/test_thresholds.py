@@ -1,4 +1,4 @@
-"""robustlab.thresholds: strategies agree with scikit-learn's curves, documented tie rules, bad
+"""robustlab.evaluation.thresholds: strategies agree with scikit-learn's curves, documented tie rules, bad
 input, bootstrap, leakage checks and writing the threshold into detector specs."""
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ def parse_attacks(texts: Sequence[str]) -> list["AttackVariant"]:
 
 @dataclass(eq=False)
 class AttackVariant:
-    """An attack as an :func:`robustlab.evaluate.evaluate` variant (the attacked subset).
+    """An attack as an :func:`robustlab.evaluation.engine.evaluate` variant (the attacked subset).
 
     ``record`` is a live dict (spec + totals, refreshed after every batch) meant for
     ``evaluate(extra_info={"attacks": [v.record, ...]})``; ``last`` is the latest batch's

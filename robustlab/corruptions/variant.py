@@ -25,7 +25,7 @@ from robustlab.errors import RobustlabError
 
 @dataclass(frozen=True)
 class CorruptionVariant:
-    """One corruption at one severity: a *variant* of :func:`robustlab.evaluate.evaluate`.
+    """One corruption at one severity: a *variant* of :func:`robustlab.evaluation.engine.evaluate`.
 
     ``kind`` is SetKind.CORRUPTED (applied to every image), ``variant`` the corruption name,
     ``param`` ``severity=3``.

@@ -68,7 +68,7 @@ class PreprocessingCheck:
 def preprocessing_check(detector: Any, data: Any, *, sample: int = 200, seed: int = 0, batch_size: int = 32) -> PreprocessingCheck:
     """Score a stratified, seeded sample of ``data`` under each colour order x scale.
 
-    ``detector``: a loaded :class:`~robustlab.detector.Detector`; ``data``: a labelled
+    ``detector``: a loaded :class:`~robustlab.detector.model.Detector`; ``data``: a labelled
     :class:`~robustlab.data.Dataset`. Accuracy is at the detector's threshold; AUC does not depend on
     it. Rows are sorted best first (accuracy, then AUC, the configured one winning ties).
     """

@@ -121,7 +121,7 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
     """Load the model object; returns ``(model, info)``. ``model`` is callable on a float tensor.
 
     Nothing runs code from the file unless ``trust_model``: the file is scanned first
-    (:mod:`robustlab.safety`), Lambda layers are refused or replaced by functions the spec names,
+    (:mod:`robustlab.detector.safety`), Lambda layers are refused or replaced by functions the spec names,
     ``.keras`` loads in safe mode. Keras 3 is tried first, then tf-keras (Keras 2 files); the
     loaded weights are checked against the file, so a half-loaded model is never returned.
     """

@@ -91,7 +91,7 @@ class EvaluationResult:
     variant_stats: list[VariantStats]
     diagnostics: list[str]
     reference_rows: list[MetricsRow] = field(default_factory=list)  # at the default threshold, when a threshold was picked on validation data
-    threshold_selection: Any = None  # robustlab.thresholds.ThresholdSelection, when one was given
+    threshold_selection: Any = None  # robustlab.evaluation.selection.ThresholdSelection, when one was given
 
     def row(self, key: str) -> MetricsRow:
         for r in self.rows:
@@ -173,7 +173,7 @@ def evaluate(
     (e.g. to save adversarial PNGs). ``checks`` get the finished result and return diagnostics.
     Returns an :class:`EvaluationResult`; the rows are also in ``out/metrics.json``.
 
-    ``threshold_selection`` (a :class:`robustlab.thresholds.ThresholdSelection`, picked on a
+    ``threshold_selection`` (a :class:`robustlab.evaluation.selection.ThresholdSelection`, picked on a
     separate validation set): its threshold is applied to every set; the rows at the default
     threshold (0.5) are kept as ``reference_rows``; picking on the evaluated images themselves is
     refused unless the selection was made with ``allow_same_data``.

@@ -2,7 +2,7 @@
 
 :func:`run_evaluation` composes the pieces in the order the command line uses them: open the data
 and the detector, parse attacks / corruptions / a suite, pick a threshold on a validation set,
-check the report plan (policy, baseline) *before* the long work, run :func:`robustlab.evaluate.evaluate`,
+check the report plan (policy, baseline) *before* the long work, run :func:`robustlab.evaluation.engine.evaluate`,
 then the policy and baseline reports. Every argument takes the same strings as the CLI flags.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from robustlab.errors import RobustlabError
 class EvaluationRun:
     """What :func:`run_evaluation` returns."""
 
-    result: Any  # robustlab.evaluate.EvaluationResult
+    result: Any  # robustlab.evaluation.engine.EvaluationResult
     report: Any | None  # robustlab.publish.ReportOutcome when a policy, baseline or formats asked
     sanity: dict[str, Any] | None
 
@@ -47,7 +47,7 @@ def select_threshold_on(
     progress: bool = False,
     log: Callable[[str], None] = lambda s: None,
 ) -> Any:
-    """A :class:`robustlab.thresholds.ThresholdSelection` picked on ``val`` (None without ``val``)."""
+    """A :class:`robustlab.evaluation.selection.ThresholdSelection` picked on ``val`` (None without ``val``)."""
     if val is None:
         if strategy is not None:
             raise RobustlabError("--threshold-strategy needs a validation set to pick on", fix="add --val VALDATA (a split other than the evaluated one)")
@@ -101,7 +101,7 @@ def run_evaluation(
     selection and policy; write the run folder ``out`` (None: nothing written, no reports).
 
     ``detector`` / ``data`` may be paths (opened with ``split``, ``classes``, ``trust_model`` and
-    spec ``overrides``) or already loaded :class:`~robustlab.detector.Detector` /
+    spec ``overrides``) or already loaded :class:`~robustlab.detector.model.Detector` /
     :class:`~robustlab.data.Dataset` objects. Raises RobustlabError for bad input (before any long
     work where it can be known up front). A failed policy does not raise: check ``.passed``.
     """

@@ -1,6 +1,6 @@
 """A few example images per variant, saved into ``RUN/examples/`` for the report's image strip.
 
-:func:`robustlab.evaluate.evaluate` picks ``per_class`` images of each class before the pass (from
+:func:`robustlab.evaluation.engine.evaluate` picks ``per_class`` images of each class before the pass (from
 the attacked subset when there are attacks, so every variant has them), and while it streams it
 keeps those images: clean, each variant's delivered image and, for attacks, the perturbation
 magnified. Memory: ``2 * per_class * (1 + variants)`` images. ``examples/index.json``::

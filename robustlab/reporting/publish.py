@@ -1,14 +1,14 @@
 """Reports from a run folder alone (no model): HTML, Markdown, JSON and JUnit, with a policy verdict
 and a baseline comparison. The library API under ``robustlab report`` and ``evaluate --policy``::
 
-    from robustlab.publish import report_run
+    from robustlab.reporting.publish import report_run
     outcome = report_run("runs/nightly", policy="configs/policies/nightly.yaml", baseline="runs/last")
     outcome.policy.passed          # False -> the CLI exits 1
     outcome.written                # [report.html, metrics.md, report.json, junit.xml]
 
 What is written (into the run folder, or ``out``), each atomically:
 
-* ``report.html``: the self-contained page (:mod:`robustlab.html`);
+* ``report.html``: the self-contained page (:mod:`robustlab.reporting.html`);
 * ``metrics.md``: the run's tables, plus the baseline table and the policy verdict appended after a
   ``<!-- robustlab report -->`` marker (a later report replaces what follows the marker);
 * ``report.json``: rows, policy results and baseline deltas, numbers as numbers;

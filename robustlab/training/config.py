@@ -106,13 +106,9 @@ class FinetuneConfig:
             raise RobustlabError(f"--guard-drop {self.guard_drop:g} is outside (0, 1]", fix="e.g. --guard-drop 0.2")
         parse_trainable(self.trainable)
         parse_class_weight(self.class_weight)
-        try:
-            from robustlab.evaluation.thresholds import parse_strategy
-        except ImportError:
-            if self.threshold_strategy != "max-f1":
-                raise RobustlabError(f"threshold strategy {self.threshold_strategy!r} needs robustlab.thresholds, which this build lacks", fix="use --threshold-strategy max-f1") from None
-        else:
-            parse_strategy(self.threshold_strategy)
+        from robustlab.evaluation.thresholds import parse_strategy
+
+        parse_strategy(self.threshold_strategy)
         return replace(self, attack=attack, monitor=monitor, optimizer=self.optimizer.lower(), ratio=float(self.ratio), eps=float(self.eps))
 
     @property

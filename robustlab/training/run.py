@@ -129,7 +129,7 @@ def adv_train(
 ) -> FinetuneResult:
     """Fine-tune ``detector`` on TRAIN with adversarial mixing; write the folder ``out`` (NEW).
 
-    ``detector`` is a loaded :class:`~robustlab.detector.Detector` (never modified: a fresh copy
+    ``detector`` is a loaded :class:`~robustlab.detector.model.Detector` (never modified: a fresh copy
     is loaded from its spec and trained); ``train``, ``val`` and ``test`` are DATA arguments
     (``test`` defaults to ``val``; it is where the before/after run folders are evaluated).
     ``eval_attacks`` / ``eval_corruptions`` are specs for :func:`robustlab.attacks.parse_attacks`

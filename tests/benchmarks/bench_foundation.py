@@ -3,7 +3,7 @@
     python tests/benchmarks/bench_foundation.py throughput [--n 2000] [--size 128] [--batch-size 32]
     python tests/benchmarks/bench_foundation.py memory [--small 1000] [--large 20000]
 
-throughput: clean evaluation from image files on disk (robustlab.evaluate, decode + resize + score,
+throughput: clean evaluation from image files on disk (robustlab.evaluation.engine, decode + resize + score,
             out=None) vs ``model.predict`` on the same images already decoded and preprocessed in
             memory, same model and batch size, in one process.
 memory:     peak RSS of a whole ``robustlab evaluate`` run (a subprocess each) on N and M images.

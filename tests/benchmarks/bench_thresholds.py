@@ -1,4 +1,4 @@
-"""Benchmark for robustlab.thresholds (not collected by pytest).
+"""Benchmark for robustlab.evaluation.thresholds (not collected by pytest).
 
 Part 1, agreement with scikit-learn: on many synthetic validation sets (sizes 20..20000, scores
 rounded to 1..6 decimals so that ties and plateaus are common) compare
@@ -16,7 +16,7 @@ rounded to 1..6 decimals so that ties and plateaus are common) compare
 Part 2, the demo detector (``--demo DIR``, made by ``robustlab demo --out DIR``): thresholds each
 strategy picks on the ``val`` split (with the bootstrap interval) and the rows on the ``test``
 split at each: clean, and adversarial / mixed / worst-case under FGSM (robustlab.attacks, through
-robustlab.evaluate) when the attacks module is there.
+robustlab.evaluation.engine) when the attacks module is there.
 
     .venv/bin/python tests/benchmarks/bench_thresholds.py [--demo /tmp/thr-demo] [--attack fgsm:eps=2/255,8/255]
 """
