@@ -24,8 +24,10 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "load_detector": "robustlab.detector.loading",
     "open_dataset": "robustlab.data",
-    "evaluate": "robustlab.evaluation.engine",
+    "evaluate": "robustlab.evaluation.pipeline",
+    "plan_evaluation": "robustlab.evaluation.pipeline",
     "run_evaluation": "robustlab.evaluation.pipeline",
+    "run_attacks": "robustlab.evaluation.pipeline",
     "select_threshold": "robustlab.evaluation.selection",
     "corrupt_dataset": "robustlab.corruptions.writer",
     "adv_train": "robustlab.training.run",

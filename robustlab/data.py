@@ -315,8 +315,12 @@ class Dataset:
         batch_size: int = 32,
         indices: Sequence[int] | None = None,
         workers: int | None = None,
+        positive: str = "fake",
     ) -> Iterator[Batch]:
         """Stream decoded batches in index order; unreadable images are skipped (and recorded).
+
+        ``positive`` names the class that is 1 in each batch's ``y`` (a detector's ``positive``:
+        ``"real"`` flips the labels), so callers never convert labels themselves.
 
         Decoding runs ``workers`` batches ahead on threads (Pillow releases the GIL), so the
         caller's model work overlaps with reading. Memory: about ``(workers + 2) * batch_size``
@@ -329,9 +333,10 @@ class Dataset:
             workers = max(1, min(4, (os.cpu_count() or 2)))
         h, w = size
         empty = np.zeros((0, h, w, 3), np.uint8)
+        labels = self.labels_for(positive)
         if self._x is not None and self._x.shape[1:3] == (h, w):
             for chunk in chunks:
-                yield Batch(self._x[chunk], self.labels[chunk].astype(np.int64), chunk)
+                yield Batch(self._x[chunk], labels[chunk], chunk)
             return
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="robustlab-decode") as pool:
             pending: deque[Future] = deque()
@@ -347,7 +352,14 @@ class Dataset:
                     pending.append(pool.submit(self._decode_chunk, nxt, size, method))
                 idx = np.asarray(ok, dtype=np.int64)
                 x = np.stack(images) if images else empty
-                yield Batch(x, self.labels[idx].astype(np.int64), idx)
+                yield Batch(x, labels[idx], idx)
+
+    def labels_for(self, positive: str = "fake") -> np.ndarray:
+        """int64 (N,) labels with ``positive`` (``"fake"`` or ``"real"``) as class 1."""
+        if positive not in LABELS:
+            raise ValueError(f"positive must be 'fake' or 'real', not {positive!r}")
+        labels = self.labels.astype(np.int64)
+        return labels if positive == "fake" else 1 - labels
 
     def load_arrays(
         self,

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -186,7 +187,7 @@ def run_demo(
     from robustlab._tf import import_tf
     from robustlab.data import open_dataset
     from robustlab.detector.loading import load_detector
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import plan_evaluation, run
 
     t0 = time.time()
     out = Path(out).resolve()
@@ -236,19 +237,9 @@ def run_demo(
         det = load_detector(out / "detector" / "detector.yaml")
         data = open_dataset(out / "data", split="test")
         variants = demo_variants()
-        result = evaluate(
-            det,
-            data,
-            out=out / "run",
-            variants=variants,
-            attack_fraction=1.0,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
-            command=command,
-            config={"demo": True, "epochs": epochs, "n_train": n_train, "n_test": n_test},
-            extra_info={"demo": {"train_history": history}},
-        )
+        plan = plan_evaluation(det, data, out=out / "run", attacks=variants, attack_fraction=1.0, seed=seed, batch_size=batch_size, progress=progress, command=command)
+        plan = replace(plan, config={"demo": True, "epochs": epochs, "n_train": n_train, "n_test": n_test}, demo={"train_history": history})
+        result = run(plan).result
         timings["evaluate_seconds"] = round(time.time() - t, 2)
     except BaseException:
         if work != out:

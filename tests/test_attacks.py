@@ -232,20 +232,21 @@ def test_ssim_is_tf_image_ssim(linear, images):
 
 def test_the_graphs_are_traced_once_and_stage_times_are_recorded(linear, images):
     from robustlab.attacks.art_backend import art_classifier, run_attack
-    from robustlab.attacks.delivery import AttackTally, _ssim_fn
+    from robustlab.attacks.delivery import _ssim_fn
     from robustlab.attacks.spec import AttackSpec
 
     x, y = images
     clf = art_classifier(linear)
-    tally = AttackTally()
+    results = []
     for n in (16, 5, 3, 16):  # batch sizes vary (the last batch, the attacked subset of a batch)
-        run_attack(linear, x[:n], y[:n], AttackSpec("fgsm", 4 / 255), np.random.default_rng(0), tally=tally)
+        results.append(run_attack(linear, x[:n], y[:n], AttackSpec("fgsm", 4 / 255), np.random.default_rng(0)))
     run_attack(linear, x, y, AttackSpec("pgd", 4 / 255, steps=2), np.random.default_rng(0))
     assert clf._gradient.experimental_get_tracing_count() == 1
     assert _ssim_fn(min(11, SIZE)).experimental_get_tracing_count() == 1
-    seconds = tally.summary()["seconds"]
-    assert set(seconds) == {"gradient", "art_other", "deliver_and_norms", "ssim", "success_check"}
-    assert all(t >= 0 for t in seconds.values()) and seconds["gradient"] > 0
+    for r in results:
+        assert set(r.seconds) == {"gradient", "art_other", "deliver_and_norms", "ssim", "success_check"}
+        assert all(t >= 0 for t in r.seconds.values()) and r.seconds["gradient"] > 0
+        assert r.scores is not None and r.scores.shape == (len(r.images),)
 
 
 def test_true_labels_are_passed_to_art(linear, images):
@@ -310,12 +311,11 @@ def test_non_differentiable_detector_is_refused_with_the_reason(tmp_path, images
 def test_attack_variants_in_evaluate_give_the_table_rows(linear, npz_data):
     from robustlab.attacks.checks import attack_checks
     from robustlab.attacks.variant import parse_attacks
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate
 
     variants = parse_attacks(["fgsm:eps=1/255,8/255", "pgd:eps=8/255,steps=3"])
-    info: dict = {}
-    checks = attack_checks(linear, npz_data, variants, info=info)
-    result = evaluate(linear, npz_data, variants=variants, attack_fraction=0.5, checks=checks, extra_info=info)
+    checks = attack_checks(linear, variants)
+    result = evaluate(linear, npz_data, variants=variants, attack_fraction=0.5, checks=checks)
     by = {(r.set, r.variant, r.param): r for r in result.rows}
     clean = by[("clean", "none", "")]
     assert clean.n == 20 and clean.accuracy == 1.0
@@ -329,7 +329,7 @@ def test_attack_variants_in_evaluate_give_the_table_rows(linear, npz_data):
     assert mixed.n == 30 and mixed.misclassified == 10
     assert by[("worst-case", "none", "")].accuracy == 0.5
     assert result.diagnostics == []
-    record = info["attacks"][1]
+    record = result.info.attacks[1]
     assert record["param"] == "eps=0.0314" and record["images"] == 10 and record["success"] == 10
     assert record["psnr_mean_db"] == pytest.approx(20 * np.log10(255 / 8)) and record["spec"]["labels"] == "true labels"
 
@@ -338,7 +338,7 @@ def test_a_detector_whose_positive_class_is_real_is_attacked_the_same_way(tmp_pa
     """Labels follow the detector's positive class: the attack still pushes away from the truth."""
     from robustlab.attacks.variant import parse_attacks
     from robustlab.detector.loading import load_detector
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate
 
     det = load_detector(save_detector(tmp_path, "linear"), positive="real")
     result = evaluate(det, npz_data, variants=parse_attacks(["fgsm:eps=1/255,8/255"]))
@@ -349,36 +349,37 @@ def test_a_detector_whose_positive_class_is_real_is_attacked_the_same_way(tmp_pa
 def test_diagnostics_catch_broken_evaluations(linear, saturated, npz_data):
     from robustlab.attacks.checks import attack_checks
     from robustlab.attacks.variant import parse_attacks
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate, run_evaluation
 
     # eps below one grey level, and a PGD too weak to match FGSM at the same eps
     variants = parse_attacks(["fgsm:eps=0.5/255,8/255", "pgd:eps=8/255,steps=1,step=1/255,random_start=false"])
-    result = evaluate(linear, npz_data, variants=variants, checks=attack_checks(linear, npz_data, variants))
+    result = evaluate(linear, npz_data, variants=variants, checks=attack_checks(linear, variants))
     text = "\n".join(result.diagnostics)
     assert "less than one" in text and "uint8 delivery" in text
     assert "weaker than FGSM" in text
     # a saturated score: zero gradients, identical images, no accuracy drop at 8/255, failed sanity check
     variants = parse_attacks(["fgsm:eps=8/255"])
-    info: dict = {}
-    result = evaluate(saturated, npz_data, variants=variants, checks=attack_checks(saturated, npz_data, variants, sanity=True, info=info), extra_info=info)
+    run = run_evaluation(saturated, npz_data, attacks=variants, sanity=True)
+    result = run.result
     text = "\n".join(result.diagnostics)
     assert "exactly zero loss gradient" in text
     assert "identical to the clean ones" in text
     assert "not below the clean accuracy" in text
     assert "sanity check failed" in text
-    assert info["sanity"]["passed"] is False and info["sanity"]["adversarial_accuracy"] > 0.5  # only the random start moves anything
-    assert result.info["diagnostics"] == result.diagnostics
+    sanity = result.info.sanity
+    assert sanity["passed"] is False and sanity["adversarial_accuracy"] > 0.5  # only the random start moves anything
+    assert run.sanity is not None and not run.sanity.passed
+    assert result.info.diagnostics == list(result.diagnostics)
 
 
 def test_sanity_check_passes_on_a_working_detector(linear, npz_data):
     from robustlab.attacks.checks import sanity_check, sanity_message
-    from robustlab.evaluation.engine import evaluate
 
-    record: dict = {}
-    result = evaluate(linear, npz_data, checks=[sanity_check(linear, npz_data, record=record, max_images=8)])
-    assert result.diagnostics == []
-    assert record["passed"] is True and record["images"] == 8 and record["adversarial_accuracy"] == 0.0
-    assert "passed" in sanity_message(record)
+    outcome = sanity_check(linear, npz_data, max_images=8)
+    assert outcome.warnings() == []
+    assert outcome.passed is True and outcome.images == 8 and outcome.adversarial_accuracy == 0.0
+    assert outcome.to_dict()["passed"] is True
+    assert "passed" in sanity_message(outcome)
 
 
 # --------------------------------------------------------------------------- the saved set
@@ -388,6 +389,7 @@ def test_adversarial_layout_mirrors_paths_and_is_a_data_set(tmp_path, npz_data):
     from robustlab.attacks.variant import parse_attacks
     from robustlab.attacks.writer import AdversarialWriter
     from robustlab.data import open_dataset
+    from robustlab.results import BatchRecord
 
     (tmp_path / "imgs").mkdir()
     (tmp_path / "list").mkdir()
@@ -400,12 +402,17 @@ def test_adversarial_layout_mirrors_paths_and_is_a_data_set(tmp_path, npz_data):
     assert AdversarialWriter(tmp_path / "adv", npz_data, one).relpath(3) == "real/x_000003.png"
     # writing: a name clash keeps both images; several attacks get one sub-folder each
     x = np.zeros((3, 4, 4, 3), np.uint8)
-    w(one[0], np.arange(3), x)
+
+    def record(variant, n):
+        zeros = np.zeros(n)
+        return BatchRecord(variant, np.arange(n), np.zeros(n, np.int64), x[:n], x[:n], zeros, zeros, zeros)
+
+    w(record(one[0], 3))
     saved = sorted(p.relative_to(tmp_path / "adv").as_posix() for p in (tmp_path / "adv").rglob("*.png"))
-    assert saved == ["fake/imgs/a.png", "fake/imgs/a__1.png", "real/sub/b.png"] and w.record["images"] == 3
+    assert saved == ["fake/imgs/a.png", "fake/imgs/a__1.png", "real/sub/b.png"] and w.summary()["images"] == 3
     two = parse_attacks(["fgsm:eps=8/255", "pgd:eps=8/255"])
     w2 = AdversarialWriter(tmp_path / "adv2", manifest, two, table=tmp_path / "t.csv")
-    w2(two[1], np.arange(1), x[:1])
+    w2(record(two[1], 1))
     assert (tmp_path / "adv2" / "pgd_eps=0.0314_steps=10" / "fake" / "imgs" / "a.png").is_file()
     ds = open_dataset(tmp_path / "adv2" / "pgd_eps=0.0314_steps=10", require_both=False)
     assert ds.paths == ["fake/imgs/a.png"] and ds.labels.tolist() == [1]

@@ -159,8 +159,9 @@ def test_rows_at_both_thresholds_for_every_set(trained_detector, val_folder, tes
     """Library level: with a variant, every set (adversarial-style subset, mixed, worst-case) gets
     its row at the chosen threshold and at 0.5."""
     from robustlab.enums import SetKind
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate
     from robustlab.evaluation.selection import select_threshold
+    from robustlab.results import Delivery
 
     class Brighten:  # a real variant: shifts every pixel by +40 grey levels (clipped)
         kind = SetKind.ADVERSARIAL
@@ -168,7 +169,13 @@ def test_rows_at_both_thresholds_for_every_set(trained_detector, val_folder, tes
         param = "delta=40"
 
         def apply(self, detector, x, y, rng):
-            return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+            return Delivery(np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8))
+
+        def diagnostics(self, outcome, threshold):
+            return []
+
+        def summary(self, outcome):
+            return None
 
     det = load_detector(trained_detector)
     data = open_dataset(test_images_folder)
@@ -178,4 +185,4 @@ def test_rows_at_both_thresholds_for_every_set(trained_detector, val_folder, tes
     assert keys == [(r.set, r.variant, r.param) for r in result.reference_rows]
     assert [r.set for r in result.rows] == ["clean", "adversarial", "mixed", "worst-case"]
     assert {r.threshold for r in result.rows} == {sel.threshold} and {r.threshold for r in result.reference_rows} == {0.5}
-    assert result.info["threshold_selection"]["on_validation"]["precision"] >= 0.95
+    assert result.info.threshold_selection["on_validation"]["precision"] >= 0.95

@@ -159,7 +159,10 @@ def test_corruption_variant_is_an_evaluate_variant():
     v = parse_corruptions(["blur:3"])[0]
     assert v.kind is SetKind.CORRUPTED and v.variant == "blur" and v.param == "severity=3"
     x, y = make_images(3, size=32, seed=2)
-    out = v.apply(None, x, y, np.random.default_rng(0))
+    from robustlab.results import Variant
+
+    assert isinstance(v, Variant)
+    out = v.apply(None, x, y, np.random.default_rng(0)).images
     assert out.dtype == np.uint8 and out.shape == x.shape
     assert np.array_equal(out[1], blur(x[1], 3, np.random.default_rng(0)))
     with pytest.raises(RobustlabError, match="at least 8"):

@@ -36,7 +36,7 @@ def evaluate_run(detector: Path, data: Path, out: Path, *, attacks=("fgsm:eps=8/
     from robustlab.corruptions.variant import parse_corruptions
     from robustlab.data import open_dataset
     from robustlab.detector.loading import load_detector
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate
 
     det = load_detector(detector)
     variants = parse_attacks(list(attacks)) + parse_corruptions(list(corruptions))

@@ -13,7 +13,6 @@ import numpy as np
 
 from robustlab.attacks.delivery import (
     AttackResult,
-    AttackTally,
     _measure,
     deliver,
     image_ssim,
@@ -211,14 +210,14 @@ def _art_attack(clf: Any, spec: AttackSpec, batch_size: int) -> Any:
     )
 
 
-def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: AttackSpec, rng: np.random.Generator, *, tally: "AttackTally | None" = None) -> AttackResult:
+def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: AttackSpec, rng: np.random.Generator) -> AttackResult:
     """Attack a batch with ART and do the bookkeeping every attack gets.
 
     ``x_uint8`` uint8 (N, H, W, 3) at the detector's input size; ``y`` int (N,) **true** labels,
     1 for the detector's positive class (passed to ART: never replaced by predictions); ``rng``
     seeds PGD's random start (ART draws it from numpy's global generator, which is seeded from
     ``rng`` for the call and restored afterwards, so the same seed gives the same bytes).
-    ``tally`` (optional) accumulates totals across batches. Returns an :class:`AttackResult`.
+    Returns an :class:`AttackResult` (with the success check's scores and the time per stage).
     """
     from robustlab.metrics import predict
 
@@ -256,8 +255,6 @@ def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: A
     scores = detector.scores(images)  # the success check; evaluate reuses these scores
     success = predict(scores, detector.threshold) != labels
     t4 = time.perf_counter()
-    result = AttackResult(images, success, linf, l2, psnr, ssim)
-    if tally is not None:
-        gradient = min(clf.gradient_seconds, t1 - t0)
-        tally.add(result, zero, scores, seconds={"gradient": gradient, "art_other": t1 - t0 - gradient, "deliver_and_norms": t2 - t1, "ssim": t3 - t2, "success_check": t4 - t3})
-    return result
+    gradient = min(clf.gradient_seconds, t1 - t0)
+    seconds = {"gradient": gradient, "art_other": t1 - t0 - gradient, "deliver_and_norms": t2 - t1, "ssim": t3 - t2, "success_check": t4 - t3}
+    return AttackResult(images, success, linf, l2, psnr, ssim, scores, None if zero is None else np.asarray(zero, bool), seconds)

@@ -1,27 +1,10 @@
-"""The whole robustness evaluation of one detector on one data set, into one run folder.
-
-One streaming pass over the data: each decoded batch is scored clean and under every *variant*
-(an attack or a corruption) that applies to it, so memory stays bounded whatever the set size and
-each image is decoded once.
-
-A variant is any object with
-
-* ``kind``: :class:`~robustlab.enums.SetKind` ``ADVERSARIAL`` (applied to the attacked subset,
-  ``attack_fraction`` of the set, stratified and seeded) or ``CORRUPTED`` (applied to every image);
-* ``variant`` (``"fgsm"``, ``"jpeg"``...) and ``param`` (``"eps=0.0314"``, ``"severity=3"``) strings;
-* ``apply(detector, x, y, rng) -> uint8 (B, H, W, 3)``: the delivered images for a batch
-  (``x`` uint8 (B, H, W, 3), ``y`` int64 (B,) positive-class labels, ``rng`` a seeded
-  ``numpy.random.Generator`` for this variant and batch);
-* optionally ``diagnostics(stats, rows) -> list[str]``: warnings about a broken evaluation;
-* optionally ``delivered_scores(images) -> float64 (B,) | None``: the scores the variant already
-  computed for exactly the images ``apply`` just returned (an attack's success check), so they are
-  not computed twice; ``None`` means "score them".
+"""Delivery of adversarial images: uint8 within the eps budget, and what was realized per image
+(L-inf and L2 in /255 units, PSNR, SSIM).
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -44,12 +27,18 @@ def perturbation_norms(clean: np.ndarray, delivered: np.ndarray) -> tuple[np.nda
 # --------------------------------------------------------------------------- the entry point
 
 
+_NO_SECONDS: Mapping[str, float] = {}
+
+
 class AttackResult(NamedTuple):
     """What :func:`run_attack` returns, per image of the batch.
 
     ``images`` uint8 (N, H, W, 3): the delivered adversarial images; ``success`` bool (N,): the
     delivered image is misclassified; ``linf`` / ``l2`` float64 (N,): realized perturbation in /255
-    units (grey levels); ``psnr`` float64 (N,) dB (inf when unchanged); ``ssim`` float64 (N,).
+    units (grey levels); ``psnr`` float64 (N,) dB (inf when unchanged); ``ssim`` float64 (N,);
+    ``scores``, ``zero_gradient`` and ``seconds`` (per stage: ``gradient`` the compiled loss
+    gradient, ``art_other`` ART's own work around it, ``deliver_and_norms``, ``ssim``,
+    ``success_check``) as :func:`robustlab.attacks.art_backend.run_attack` measured them.
     """
 
     images: np.ndarray
@@ -58,6 +47,9 @@ class AttackResult(NamedTuple):
     l2: np.ndarray
     psnr: np.ndarray
     ssim: np.ndarray
+    scores: np.ndarray | None = None  # float64 (N,) P(positive) of ``images`` (the success check)
+    zero_gradient: np.ndarray | None = None  # bool (N,): the loss gradient was exactly zero at every step
+    seconds: Mapping[str, float] = _NO_SECONDS  # time per stage of run_attack
 
 
 def deliver(x_uint8: np.ndarray, x_adv: np.ndarray, spec: AttackSpec) -> np.ndarray:
@@ -172,57 +164,3 @@ def image_ssim(x_uint8: np.ndarray, images: np.ndarray) -> np.ndarray:
 
     h, w = x_uint8.shape[1:3]
     return np.asarray(_ssim_fn(min(11, h, w))(tf.constant(x_uint8), tf.constant(images)), np.float64)
-
-
-
-@dataclass
-class AttackTally:
-    """Totals of one attack over the batches it ran on (for run.json and the diagnostics).
-
-    ``seconds`` splits :func:`run_attack`'s time by stage: ``gradient`` (the compiled loss
-    gradient, every step), ``art_other`` (ART's own work around it: numpy steps, projection and
-    clipping for FGSM; tf ops and its success-rate log line for PGD), ``deliver_and_norms``,
-    ``ssim`` and ``success_check`` (scoring the delivered images).
-    """
-
-    n: int = 0
-    success: int = 0
-    zero_gradient: int = 0
-    zero_gradient_tracked: int = 0
-    unchanged: int = 0
-    psnr_sum: float = 0.0
-    psnr_finite: int = 0
-    ssim_sum: float = 0.0
-    ssim_min: float = 1.0
-    last_scores: np.ndarray | None = field(default=None, repr=False)  # P(positive) of the latest batch
-    seconds: dict[str, float] = field(default_factory=dict)  # per stage of run_attack, summed over batches
-
-    def add(self, r: AttackResult, zero_gradient: np.ndarray | None, scores: np.ndarray | None = None, seconds: dict[str, float] | None = None) -> None:
-        self.last_scores = scores
-        for stage, t in (seconds or {}).items():
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + t
-        self.n += len(r.images)
-        self.success += int(r.success.sum())
-        self.unchanged += int((r.linf == 0).sum())
-        finite = np.isfinite(r.psnr)
-        self.psnr_sum += float(r.psnr[finite].sum())
-        self.psnr_finite += int(finite.sum())
-        self.ssim_sum += float(r.ssim.sum())
-        if len(r.ssim):
-            self.ssim_min = min(self.ssim_min, float(r.ssim.min()))
-        if zero_gradient is not None:
-            self.zero_gradient += int(zero_gradient.sum())
-            self.zero_gradient_tracked += len(zero_gradient)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "images": self.n,
-            "success": self.success,
-            "success_rate": self.success / self.n if self.n else None,
-            "unchanged": self.unchanged,
-            "zero_gradient": self.zero_gradient,
-            "psnr_mean_db": self.psnr_sum / self.psnr_finite if self.psnr_finite else None,
-            "ssim_mean": self.ssim_sum / self.n if self.n else None,
-            "ssim_min": self.ssim_min if self.n else None,
-            "seconds": {stage: round(t, 4) for stage, t in self.seconds.items()},
-        }

@@ -2,13 +2,12 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from robustlab.attacks.art_backend import run_attack
-from robustlab.attacks.delivery import AttackResult, AttackTally
 from robustlab.attacks.spec import (
     _FALSE,
     _OPTIONS,
@@ -21,10 +20,11 @@ from robustlab.attacks.spec import (
 )
 from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
+from robustlab.results import Delivery
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustlab.detector.model import Detector
-    from robustlab.evaluation.engine import VariantStats
+    from robustlab.results import VariantOutcome
 
 def make_attacks(
     method: "str | AttackMethod",
@@ -135,25 +135,21 @@ def parse_attacks(texts: Sequence[str]) -> list["AttackVariant"]:
     return out
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class AttackVariant:
-    """An attack as an :func:`robustlab.evaluation.engine.evaluate` variant (the attacked subset).
+    """An attack as an evaluation variant (:class:`robustlab.results.Variant`), run on the attacked
+    subset: an immutable value (the :class:`AttackSpec`), reusable across evaluations.
 
-    ``record`` is a live dict (spec + totals, refreshed after every batch) meant for
-    ``evaluate(extra_info={"attacks": [v.record, ...]})``; ``last`` is the latest batch's
-    :class:`AttackResult` (for ``on_delivered`` callbacks such as :class:`AdversarialWriter`).
-    Totals accumulate over every batch the object attacks: use fresh variants (``parse_attacks``)
-    for each evaluation.
+    :meth:`apply` runs :func:`run_attack` on a batch and returns the delivered images with the
+    scores its success check computed and, per image, ``success``, ``psnr``, ``ssim`` and
+    ``zero_gradient``; :meth:`summary` and :meth:`diagnostics` read the engine's outcome.
     """
 
     spec: AttackSpec
-    kind: SetKind = SetKind.ADVERSARIAL
-    tally: AttackTally = field(default_factory=AttackTally)
-    last: AttackResult | None = field(default=None, repr=False)
-    record: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        self.record.update({"variant": self.variant, "param": self.param, "spec": self.spec.describe(), **self.tally.summary()})
+    @property
+    def kind(self) -> SetKind:
+        return SetKind.ADVERSARIAL
 
     @property
     def variant(self) -> str:
@@ -163,63 +159,40 @@ class AttackVariant:
     def param(self) -> str:
         return self.spec.param
 
-    def apply(self, detector: "Detector", x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """uint8 (B, H, W, 3) clean images, positive-class labels -> uint8 delivered adversarial images."""
-        self.last = run_attack(detector, x, y, self.spec, rng, tally=self.tally)
-        self.record.update(self.tally.summary())
-        return self.last.images
+    def apply(self, detector: "Detector", x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Delivery:
+        """uint8 (B, H, W, 3) clean images, positive-class labels -> the delivered adversarial batch."""
+        r = run_attack(detector, x, y, self.spec, rng)
+        extras = {"success": r.success, "psnr": r.psnr, "ssim": r.ssim}
+        if r.zero_gradient is not None:
+            extras["zero_gradient"] = r.zero_gradient
+        return Delivery(r.images, r.scores, extras, r.seconds)
 
-    def delivered_scores(self, images: np.ndarray) -> np.ndarray | None:
-        """float64 (B,) P(positive) of ``images`` when they are this attack's latest delivered batch
-        (scored once, by the success check), else None: evaluate then scores them itself."""
-        if self.last is None or images is not self.last.images or self.tally.last_scores is None:
-            return None
-        return self.tally.last_scores
+    def summary(self, outcome: "VariantOutcome") -> dict[str, Any]:
+        """This attack's totals for run.json: images, success rate, unchanged images, zero gradients,
+        mean PSNR / SSIM, seconds per stage of :func:`run_attack`."""
+        return {"variant": self.variant, "param": self.param, "spec": self.spec.describe(), **attack_totals(outcome)}
 
-    def diagnostics(self, stats: "VariantStats", rows: Sequence[Any]) -> list[str]:
+    def diagnostics(self, outcome: "VariantOutcome", threshold: float) -> list[str]:
         """Warnings about this attack's evaluation: eps lost to uint8 delivery, a realized
         perturbation far from eps, identical images, an exactly zero gradient (saturated score)."""
         spec = self.spec
-        a = stats.arrays()
-        n = len(a["idx"])
-        out: list[str] = []
+        if outcome.n == 0:
+            return []
         name = spec.title()
-        if n == 0:
-            return out
         if spec.eps * 255.0 < 1.0 - 1e-9:
-            out.append(
+            return [
                 f"{name}: eps={spec.eps:.4g} is {spec.eps * 255:.2f} grey levels, less than one: uint8 delivery rounds it away and the "
                 f"adversarial images equal the clean ones; use eps >= 1/255"
-            )
-            return out
-        if spec.norm is Norm.LINF:
-            budget = spec.budget_levels
-            realized = np.median(a["linf"])
-            if realized < 0.5 * budget:
-                out.append(
-                    f"{name}: the realized L-inf perturbation (median {realized:g}/255) is far below eps ({budget:g}/255): "
-                    f"the perturbation collapsed (zero gradients, or clipping at 0/255 on saturated images)"
-                )
-            if a["linf"].max() > budget + 1e-9:
-                out.append(f"{name}: the realized L-inf perturbation ({a['linf'].max():g}/255) exceeds eps ({budget:g}/255): the images were destroyed beyond the budget")
-        else:
-            radius = spec.eps * 255.0
-            realized = np.median(a["l2"])
-            if realized < 0.5 * radius:
-                out.append(
-                    f"{name}: the realized L2 perturbation (median {realized:.3g}/255) is far below eps ({radius:.3g}/255): rounding "
-                    f"to uint8 erased most of it (per-pixel changes under half a grey level); use a larger eps"
-                )
-            if a["l2"].max() > radius + 1e-6:
-                out.append(f"{name}: the realized L2 perturbation ({a['l2'].max():.3g}/255) exceeds eps ({radius:.3g}/255): the images were destroyed beyond the budget")
-        unchanged = float(np.mean(a["linf"] == 0))
+            ]
+        out = _budget_diagnostics(spec, outcome)
+        unchanged = float(np.mean(outcome.linf == 0))
         if unchanged > 0.5:
             out.append(f"{name}: {unchanged:.0%} of the delivered images are identical to the clean ones")
-        t = self.tally
-        if t.zero_gradient_tracked and t.zero_gradient / t.zero_gradient_tracked >= ZERO_GRADIENT_WARN:
-            sat = float(np.mean((a["clean_scores"] <= 0.0) | (a["clean_scores"] >= 1.0)))
+        zero = outcome.extras.get("zero_gradient")
+        if zero is not None and len(zero) and zero.mean() >= ZERO_GRADIENT_WARN:
+            sat = float(np.mean((outcome.clean_scores <= 0.0) | (outcome.clean_scores >= 1.0)))
             out.append(
-                f"{name}: {t.zero_gradient}/{t.zero_gradient_tracked} images had an exactly zero loss gradient at every step "
+                f"{name}: {int(zero.sum())}/{len(zero)} images had an exactly zero loss gradient at every step "
                 f"({sat:.0%} of clean scores are saturated at exactly 0 or 1): the score saturates and the attack cannot move "
                 f"them; robust accuracy is overstated (gradient masking). If the model ends in a probability layer robustlab "
                 f"cannot see through, give output: logits and a model that returns logits"
@@ -227,6 +200,50 @@ class AttackVariant:
         return out
 
 
-def attack_info(variants: Sequence[Any]) -> list[dict[str, Any]]:
-    """The live ``record`` dicts of the attack variants, for ``evaluate(extra_info={"attacks": ...})``."""
-    return [v.record for v in variants if isinstance(v, AttackVariant)]
+def _budget_diagnostics(spec: AttackSpec, outcome: "VariantOutcome") -> list[str]:
+    """The realized perturbation against the budget: collapsed far below it, or beyond it."""
+    name = spec.title()
+    out = []
+    if spec.norm is Norm.LINF:
+        budget = spec.budget_levels
+        realized = np.median(outcome.linf)
+        if realized < 0.5 * budget:
+            out.append(
+                f"{name}: the realized L-inf perturbation (median {realized:g}/255) is far below eps ({budget:g}/255): "
+                f"the perturbation collapsed (zero gradients, or clipping at 0/255 on saturated images)"
+            )
+        if outcome.linf.max() > budget + 1e-9:
+            out.append(f"{name}: the realized L-inf perturbation ({outcome.linf.max():g}/255) exceeds eps ({budget:g}/255): the images were destroyed beyond the budget")
+    else:
+        radius = spec.eps * 255.0
+        realized = np.median(outcome.l2)
+        if realized < 0.5 * radius:
+            out.append(
+                f"{name}: the realized L2 perturbation (median {realized:.3g}/255) is far below eps ({radius:.3g}/255): rounding "
+                f"to uint8 erased most of it (per-pixel changes under half a grey level); use a larger eps"
+            )
+        if outcome.l2.max() > radius + 1e-6:
+            out.append(f"{name}: the realized L2 perturbation ({outcome.l2.max():.3g}/255) exceeds eps ({radius:.3g}/255): the images were destroyed beyond the budget")
+    return out
+
+
+def attack_totals(outcome: "VariantOutcome") -> dict[str, Any]:
+    """Totals of an attack's per-image outcome (for run.json)."""
+    n = outcome.n
+    ex = outcome.extras
+    success = np.asarray(ex.get("success", np.zeros(0, bool)), bool)
+    psnr = np.asarray(ex.get("psnr", np.zeros(0)), np.float64)
+    ssim = np.asarray(ex.get("ssim", np.zeros(0)), np.float64)
+    zero = ex.get("zero_gradient")
+    finite = psnr[np.isfinite(psnr)]
+    return {
+        "images": n,
+        "success": int(success.sum()),
+        "success_rate": float(success.sum()) / n if n else None,
+        "unchanged": int((outcome.linf == 0).sum()),
+        "zero_gradient": int(np.asarray(zero).sum()) if zero is not None else 0,
+        "psnr_mean_db": float(finite.mean()) if len(finite) else None,
+        "ssim_mean": float(ssim.mean()) if len(ssim) else None,
+        "ssim_min": float(ssim.min()) if len(ssim) else None,
+        "seconds": {stage: round(t, 4) for stage, t in outcome.seconds.items() if stage != "total"},
+    }

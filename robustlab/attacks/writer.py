@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from robustlab.enums import SetKind
+from robustlab.results import BatchRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustlab.data import Dataset
@@ -21,14 +22,14 @@ def _safe_parts(rel: str) -> list[str]:
 
 
 class AdversarialWriter:
-    """An ``evaluate(on_delivered=...)`` callback saving delivered adversarial images as PNG.
+    """An evaluation hook (:data:`robustlab.results.Hook`) saving delivered adversarial images as PNG.
 
     Images go under ``root`` (e.g. ``RunFolder.path("adversarial")``) mirroring the input's relative
     paths with a ``.png`` suffix (class-folder data: ``fake/img_001.png``; a manifest or .npz:
     ``real/`` / ``fake/`` + the path), so the folder is itself a valid DATA argument. With several
     attacks each gets a sub-folder named after it (``fgsm_eps=0.0314``). Also writes one CSV line per
     image (id, paths, variant, param, label, linf, l2, psnr, ssim, success) to ``table``.
-    ``record`` is a live summary for run.json.
+    :meth:`summary` says what was saved (run.json's ``adversarial_images``).
     """
 
     FIELDS = ("id", "path", "adversarial_path", "variant", "param", "label", "linf", "l2", "psnr", "ssim", "success")
@@ -40,11 +41,11 @@ class AdversarialWriter:
         self.data = data
         self.save_images = save_images
         attacks = [v for v in variants if getattr(v, "kind", None) is SetKind.ADVERSARIAL]
-        self.prefix = {id(v): (slug(f"{v.variant}_{v.param}") + "/" if len(attacks) > 1 else "") for v in attacks}
+        self.prefix = {(v.variant, v.param): (slug(f"{v.variant}_{v.param}") + "/" if len(attacks) > 1 else "") for v in attacks}
         self.used: dict[str, set[str]] = {}
-        self.record: dict[str, Any] = {
+        self.images = 0
+        self._summary: dict[str, Any] = {
             "folder": self.root.name if save_images else None,
-            "images": 0,
             "layout": "one sub-folder per attack" if len(attacks) > 1 else "the input's relative paths",
             "folders": sorted({self.root.name + "/" + p for p in self.prefix.values()}),
             "table": None if table is None else Path(table).name,
@@ -71,18 +72,24 @@ class AdversarialWriter:
         parts[-1] = stem + ".png"
         return "/".join(parts)
 
-    def __call__(self, variant: Any, idx: np.ndarray, images: np.ndarray) -> None:
+    def summary(self) -> dict[str, Any]:
+        """What was saved: folder, number of images, layout, per-attack folders, the CSV table."""
+        return {**self._summary, "images": self.images}
+
+    def __call__(self, record: BatchRecord) -> None:
         import csv
 
         from PIL import Image
 
-        if id(variant) not in self.prefix:
+        v = record.variant
+        if v is None or (v.variant, v.param) not in self.prefix:
             return
-        prefix = self.prefix[id(variant)]
+        prefix = self.prefix[(v.variant, v.param)]
         used = self.used.setdefault(prefix, set())
-        last = getattr(variant, "last", None)
+        ex = record.extras
+        measured = all(k in ex for k in ("psnr", "ssim", "success"))
         lines = []
-        for k, (i, img) in enumerate(zip(idx.tolist(), images)):
+        for k, (i, img) in enumerate(zip(record.idx.tolist(), record.images)):
             rel = self.relpath(i)
             if rel in used:  # two inputs map to one name (a.jpg and a.png): keep both
                 rel = f"{rel[:-4]}__{i}.png"
@@ -91,12 +98,12 @@ class AdversarialWriter:
                 path = self.root / f"{prefix}{rel}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(np.ascontiguousarray(img)).save(path, format="PNG", compress_level=1)
-                self.record["images"] += 1
+                self.images += 1
             if self.table is not None:
-                row = [i, self.data.paths[i], f"{prefix}{rel}", variant.variant, variant.param, int(self.data.labels[i])]
-                if last is not None and len(last.images) == len(idx):
-                    psnr = last.psnr[k]
-                    row += [f"{last.linf[k]:g}", f"{last.l2[k]:.4f}", "inf" if not np.isfinite(psnr) else f"{psnr:.3f}", f"{last.ssim[k]:.5f}", int(last.success[k])]
+                row = [i, self.data.paths[i], f"{prefix}{rel}", v.variant, v.param, int(self.data.labels[i])]
+                if measured:
+                    psnr = ex["psnr"][k]
+                    row += [f"{record.linf[k]:g}", f"{record.l2[k]:.4f}", "inf" if not np.isfinite(psnr) else f"{psnr:.3f}", f"{ex['ssim'][k]:.5f}", int(ex["success"][k])]
                 else:
                     row += ["", "", "", "", ""]
                 lines.append(row)

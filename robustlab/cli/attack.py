@@ -77,74 +77,40 @@ def command(
     the adversarial PNGs under adversarial/, mirroring DATA's relative paths (one sub-folder per
     attack when several ran), so that folder can be evaluated like any DATA.
     """
-    from robustlab.attacks.art_backend import art_classifier
-    from robustlab.attacks.checks import attack_checks, sanity_message
-    from robustlab.attacks.spec import parse_attack_fraction
-    from robustlab.attacks.variant import make_attacks
-    from robustlab.attacks.writer import AdversarialWriter
-    from robustlab.data import open_dataset
-    from robustlab.detector.loading import load_detector
-    from robustlab.errors import RobustlabError
-    from robustlab.evaluation.engine import evaluate
-    from robustlab.runs import RunFolder
+    from robustlab.attacks.checks import sanity_message
+    from robustlab.evaluation.pipeline import run_attacks
 
     overrides, trust = pop_detector_overrides(kwargs)
-    eps_values = [e.strip() for text in eps for e in text.split(",") if e.strip()]
-    names = [m.strip().lower() for m in methods]
-    pgd_options = {"--steps": steps, "--step": step, "--random-start": random_start}
-    if "pgd" not in names and any(v is not None for v in pgd_options.values()):
-        given = ", ".join(k for k, v in pgd_options.items() if v is not None)
-        raise RobustlabError(f"{given} only apply to PGD", thing="robustlab attack", fix="add --method pgd, or drop them")
-    variants: list[Any] = []
-    seen: set[tuple[str, str]] = set()
-    for name in names:
-        opts = {"steps": steps, "step": step, "random_start": random_start} if name == "pgd" else {}
-        for v in make_attacks(name, eps_values, norm=norm, **opts):
-            if (v.variant, v.param) not in seen:
-                seen.add((v.variant, v.param))
-                variants.append(v)
-    attack_fraction = parse_attack_fraction(fraction, what="--fraction")
-    dataset = open_dataset(data, split=split, classes=class_map)
-    det = load_detector(detector, trust_model=trust, **overrides)
-    art_classifier(det)  # a detector without input gradients stops here, with the reason
-    out = out or default_run_dir("attack", det.name)
-    config: dict[str, Any] = {
-        "detector": detector,
-        "data": data,
-        "split": split,
-        "classes": class_map,
-        "overrides": overrides,
-        "trust_model": trust,
-        "out": out,
-        "attacks": [v.spec.describe() for v in variants],
-        "fraction": attack_fraction,
-        "sanity": sanity,
-        "save_images": save_images,
-    }
-    extra_info: dict[str, Any] = {}
-    with RunFolder(out, force=force) as folder:
-        writer = AdversarialWriter(folder.path("adversarial"), dataset, variants, table=folder.path("attacks.csv"), save_images=save_images)
-        extra_info["adversarial_images"] = writer.record
-        checks = attack_checks(det, dataset, variants, sanity=sanity, seed=state.seed, batch_size=state.batch_size, info=extra_info)
-        result = evaluate(
-            det,
-            dataset,
-            run_folder=folder,
-            variants=variants,
-            attack_fraction=attack_fraction,
-            seed=state.seed,
-            batch_size=state.batch_size,
-            progress=state.progress,
-            command=command_line(),
-            config=config,
-            on_delivered=writer,
-            checks=checks,
-            extra_info=extra_info,
-        )
-    click.echo((Path(result.run_dir) / "metrics.md").read_text(encoding="utf-8"))
+    outcome = run_attacks(
+        detector,
+        data,
+        methods=methods,
+        eps=eps,
+        norm=norm,
+        steps=steps,
+        step=step,
+        random_start=random_start,
+        fraction=fraction,
+        sanity=sanity,
+        save_images=save_images,
+        out=out or default_run_dir("attack", Path(detector).stem),
+        split=split,
+        classes=class_map,
+        trust_model=trust,
+        overrides=overrides,
+        seed=state.seed,
+        batch_size=state.batch_size,
+        force=force,
+        progress=state.progress,
+        command=command_line(),
+        log=lambda s: echo_err(state, s),
+    )
+    click.echo(outcome.markdown)
     if sanity:
-        echo_err(state, f"robustlab: {sanity_message(extra_info.get('sanity', {}))}")
+        echo_err(state, f"robustlab: {sanity_message(outcome.sanity)}")
+    saved = outcome.result.info.adversarial_images or {}
     if save_images:
-        where = Path(result.run_dir) / "adversarial"
-        echo_err(state, f"robustlab: {writer.record['images']} adversarial images saved under {where} (a DATA folder{'; one sub-folder per attack' if len(variants) > 1 else ''})")
-    echo_err(state, f"robustlab: run folder written: {result.run_dir}")
+        where = Path(outcome.run_dir) / "adversarial"
+        several = len(outcome.result.outcomes) > 1
+        echo_err(state, f"robustlab: {saved.get('images', 0)} adversarial images saved under {where} (a DATA folder{'; one sub-folder per attack' if several else ''})")
+    echo_err(state, f"robustlab: run folder written: {outcome.run_dir}")

@@ -59,10 +59,10 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     metrics.json/.csv/.md, predictions.csv and plots/.
     """
     from robustlab.errors import PolicyFailed
-    from robustlab.evaluation.pipeline import run_evaluation
+    from robustlab.evaluation.pipeline import plan_evaluation, run
 
     overrides, trust = pop_detector_overrides(kwargs)
-    run = run_evaluation(
+    plan = plan_evaluation(
         detector,
         data,
         out=out or default_run_dir("evaluate", Path(detector).stem),
@@ -87,17 +87,17 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         force=force,
         progress=state.progress,
         command=command_line(),
-        log=lambda s: echo_err(state, s),
     )
-    click.echo((Path(run.run_dir) / "metrics.md").read_text(encoding="utf-8"))
-    if run.sanity is not None:
+    outcome = run(plan, log=lambda s: echo_err(state, s))
+    click.echo(outcome.markdown)
+    if plan.sanity:
         from robustlab.attacks.checks import sanity_message
 
-        echo_err(state, f"robustlab: {sanity_message(run.sanity)}")
-    echo_err(state, f"robustlab: run folder written: {run.run_dir}")
-    if run.report is not None:
+        echo_err(state, f"robustlab: {sanity_message(outcome.sanity)}")
+    echo_err(state, f"robustlab: run folder written: {outcome.run_dir}")
+    if outcome.report is not None:
         from robustlab.cli.report import print_outcome
 
-        print_outcome(state, run.report)
-        if not run.passed:
-            raise PolicyFailed(run.report.policy.summary())  # type: ignore[union-attr]
+        print_outcome(state, outcome.report)
+        if not outcome.passed:
+            raise PolicyFailed(outcome.report.policy.summary())  # type: ignore[union-attr]

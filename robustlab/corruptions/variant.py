@@ -19,13 +19,14 @@ from robustlab.corruptions.functions import (
 )
 from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
+from robustlab.results import Delivery, VariantOutcome
 
 # --------------------------------------------------------------------------- variants for evaluate
 
 
 @dataclass(frozen=True)
 class CorruptionVariant:
-    """One corruption at one severity: a *variant* of :func:`robustlab.evaluation.engine.evaluate`.
+    """One corruption at one severity, an evaluation variant (:class:`robustlab.results.Variant`).
 
     ``kind`` is SetKind.CORRUPTED (applied to every image), ``variant`` the corruption name,
     ``param`` ``severity=3``.
@@ -59,21 +60,24 @@ class CorruptionVariant:
         except ImageTooSmall as exc:
             raise RobustlabError(f"{exc} (--corruption {self.name})", thing=thing, fix=f"corrupt images of at least {MIN_SIDE}x{MIN_SIDE} px") from None
 
-    def apply(self, detector: Any, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """uint8 (B, H, W, 3) -> uint8 (B, H, W, 3): every image corrupted (labels unused)."""
+    def apply(self, detector: Any, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Delivery:
+        """uint8 (B, H, W, 3) -> the batch with every image corrupted (labels unused)."""
         out = np.empty_like(x)
         if len(x):
             self.check_input_size(x.shape[1:3])
         for i in range(len(x)):
             out[i] = corrupt(x[i], self.name, self.severity, rng)
-        return out
+        return Delivery(out)
 
-    def diagnostics(self, stats: Any, rows: Any) -> list[str]:
+    def diagnostics(self, outcome: VariantOutcome, threshold: float) -> list[str]:
         """Warn when the corruption changed no pixel of any image (nothing was tested)."""
-        linf = np.concatenate(stats.linf) if stats.linf else np.zeros((0,))
-        if len(linf) and float(linf.max()) == 0.0:
+        if outcome.n and float(outcome.linf.max()) == 0.0:
             return [f"{self.name} {self.param} changed no pixel of any image; its row equals the clean row"]
         return []
+
+    def summary(self, outcome: VariantOutcome) -> None:
+        """Corruptions add nothing to run.json beyond their rows."""
+        return None
 
 
 _SEVERITY_RE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")

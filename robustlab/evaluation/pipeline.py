@@ -1,26 +1,92 @@
-"""The whole ``robustlab evaluate`` as one library call a notebook user can make too.
+"""The evaluation commands as library calls a notebook user can make too: plan, then run.
 
-:func:`run_evaluation` composes the pieces in the order the command line uses them: open the data
-and the detector, parse attacks / corruptions / a suite, pick a threshold on a validation set,
-check the report plan (policy, baseline) *before* the long work, run :func:`robustlab.evaluation.engine.evaluate`,
-then the policy and baseline reports. Every argument takes the same strings as the CLI flags.
+:func:`plan_evaluation` takes the same strings as the ``robustlab evaluate`` flags, checks
+everything that can be checked before the long work (suite, policy, baseline, attack and
+corruption specs, the data, the detector, its gradients) and returns a frozen
+:class:`EvaluationPlan`; :func:`run` executes a plan: pick a threshold on a validation set, run the
+engine (:func:`robustlab.evaluation.engine.evaluate_variants`), the sanity check, then the
+reporting step that writes the run folder once (:func:`robustlab.reporting.runfolder.write_run_folder`).
+
+:func:`run_evaluation` (``robustlab evaluate``) and :func:`run_attacks` (``robustlab attack``) are
+``run(plan_...(...))``; :func:`evaluate` is the engine plus an optional run folder, for notebooks.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from robustlab.data import Dataset, open_dataset
+from robustlab.detector.loading import load_detector
+from robustlab.detector.model import Detector
+from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
+from robustlab.evaluation.engine import Check, evaluate_variants
+from robustlab.results import EvaluationResult, Hook, Variant
+from robustlab.sampling import stratified_subset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustlab.attacks.checks import SanityOutcome
+    from robustlab.reporting.publish import ReportOutcome, ReportPlan
+
+Log = Callable[[str], None]
 
 
-@dataclass
+def _quiet(message: str) -> None:
+    """The default ``log``: say nothing."""
+
+
+@dataclass(frozen=True)
+class ValidationRequest:
+    """Pick the threshold on a validation set (``--val``) before the evaluation."""
+
+    data: "str | Path"
+    split: str | None = None
+    strategy: str | None = None
+    allow_same_data: bool = False
+
+
+@dataclass(frozen=True)
+class AdversarialOutput:
+    """Save the delivered adversarial images (``robustlab attack``): PNGs under ``RUN/adversarial/``
+    unless ``save_images`` is off, and always the per-image table ``RUN/attacks.csv``."""
+
+    save_images: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """One evaluation, validated and ready to run (:func:`run`). Build it with :func:`plan_evaluation`."""
+
+    detector: Detector
+    data: Dataset
+    variants: tuple[Variant, ...] = ()
+    attack_fraction: float = 1.0
+    out: Path | None = None
+    force: bool = False
+    validation: ValidationRequest | None = None
+    classes: "str | Mapping[str, Any] | None" = None
+    report: "ReportPlan | None" = None
+    sanity: bool = False
+    adversarial: AdversarialOutput | None = None
+    seed: int = 0
+    batch_size: int = 32
+    progress: bool = False
+    command: tuple[str, ...] | None = None
+    config: Mapping[str, Any] = field(default_factory=dict)
+    checks: tuple[Check, ...] = ()
+    detector_info: Mapping[str, Any] | None = None  # run.json's detector, when not detector.describe()
+    demo: Mapping[str, Any] | None = None  # run.json's demo section (robustlab demo)
+
+
+@dataclass(frozen=True)
 class EvaluationRun:
-    """What :func:`run_evaluation` returns."""
+    """What :func:`run` returns: the result, the text of metrics.md, the report and sanity outcomes."""
 
-    result: Any  # robustlab.evaluation.engine.EvaluationResult
-    report: Any | None  # robustlab.publish.ReportOutcome when a policy, baseline or formats asked
-    sanity: dict[str, Any] | None
+    result: EvaluationResult
+    markdown: str | None = None
+    report: "ReportOutcome | None" = None
+    sanity: "SanityOutcome | None" = None
 
     @property
     def run_dir(self) -> Path | None:
@@ -32,54 +98,35 @@ class EvaluationRun:
         return self.report is None or bool(self.report.passed)
 
 
-def select_threshold_on(
-    detector: Any,
-    data: Any,
-    val: "str | Path | None",
-    *,
-    val_split: str | None = None,
-    classes: "str | Mapping[str, Any] | None" = None,
-    strategy: str | None = None,
-    allow_same_data: bool = False,
-    threshold_given: bool = False,
-    seed: int = 0,
-    batch_size: int = 32,
-    progress: bool = False,
-    log: Callable[[str], None] = lambda s: None,
-) -> Any:
-    """A :class:`robustlab.evaluation.selection.ThresholdSelection` picked on ``val`` (None without ``val``)."""
-    if val is None:
-        if strategy is not None:
-            raise RobustlabError("--threshold-strategy needs a validation set to pick on", fix="add --val VALDATA (a split other than the evaluated one)")
-        return None
-    if threshold_given:
-        raise RobustlabError("--threshold and --val both set the threshold", fix="drop --threshold, or use --threshold-strategy fixed:T")
-    from robustlab.data import open_dataset
-    from robustlab.evaluation.selection import select_threshold
-    from robustlab.evaluation.thresholds import parse_strategy
-
-    strat = parse_strategy(strategy or "max-f1")
-    val_set = open_dataset(val, split=val_split, classes=classes)
-    sel = select_threshold(detector, val_set, strat, data=data, allow_same_data=allow_same_data, seed=seed, batch_size=batch_size, progress=progress)
-    c = sel.choice
-    f1 = "n/a" if c.f1 is None else f"{c.f1:.4f}"
-    log(f"robustlab: threshold {c.threshold:.6g} picked by {c.strategy} on {val_set.root} (validation F1 {f1}); applied to every set")
-    if sel.same_data_allowed:
-        log("robustlab: warning: the threshold was picked on images that are evaluated (--allow-same-data); the report flags it")
-    return sel
+def _merge_variants(*groups: Sequence[Variant]) -> tuple[Variant, ...]:
+    """All variants in order; a repeat (same variant and param) runs once."""
+    out: list[Variant] = []
+    seen: set[tuple[str, str]] = set()
+    for group in groups:
+        for v in group:
+            if (v.variant, v.param) not in seen:
+                seen.add((v.variant, v.param))
+                out.append(v)
+    return tuple(out)
 
 
-def run_evaluation(
-    detector: "str | Path | Any",
-    data: "str | Path | Any",
+def _load_inputs(detector: "str | Path | Detector", data: "str | Path | Dataset", *, split: str | None, classes: Any, trust_model: bool, overrides: Mapping[str, Any]) -> tuple[Detector, Dataset]:
+    dataset = data if isinstance(data, Dataset) else open_dataset(data, split=split, classes=classes)
+    det = detector if isinstance(detector, Detector) else load_detector(detector, trust_model=trust_model, **dict(overrides))
+    return det, dataset
+
+
+def plan_evaluation(
+    detector: "str | Path | Detector",
+    data: "str | Path | Dataset",
     *,
     out: "str | Path | None" = None,
     split: str | None = None,
     classes: "str | Mapping[str, Any] | None" = None,
     trust_model: bool = False,
     overrides: Mapping[str, Any] | None = None,
-    attacks: Sequence[str] = (),
-    corruptions: Sequence[str] = (),
+    attacks: Sequence["str | Variant"] = (),
+    corruptions: Sequence["str | Variant"] = (),
     suite: "str | Path | None" = None,
     attack_fraction: "str | float | None" = None,
     sanity: bool = False,
@@ -90,106 +137,271 @@ def run_evaluation(
     policy: "str | Path | None" = None,
     baseline: "str | Path | None" = None,
     formats: "str | Sequence[str] | None" = None,
+    adversarial: AdversarialOutput | None = None,
     seed: int = 0,
     batch_size: int = 32,
     force: bool = False,
     progress: bool = False,
     command: Sequence[str] | None = None,
-    log: Callable[[str], None] = lambda s: None,
-) -> EvaluationRun:
-    """Evaluate ``detector`` on ``data`` with the given attacks, corruptions, suite, threshold
-    selection and policy; write the run folder ``out`` (None: nothing written, no reports).
+) -> EvaluationPlan:
+    """Check an evaluation up front and return its :class:`EvaluationPlan` (RobustlabError, exit 2,
+    for bad input: nothing is run or written).
 
     ``detector`` / ``data`` may be paths (opened with ``split``, ``classes``, ``trust_model`` and
-    spec ``overrides``) or already loaded :class:`~robustlab.detector.model.Detector` /
-    :class:`~robustlab.data.Dataset` objects. Raises RobustlabError for bad input (before any long
-    work where it can be known up front). A failed policy does not raise: check ``.passed``.
+    spec ``overrides``) or a loaded :class:`~robustlab.detector.model.Detector` /
+    :class:`~robustlab.data.Dataset`. ``attacks`` / ``corruptions`` take the CLI strings
+    (``fgsm:eps=2/255,8/255``, ``jpeg:1-5``) or variants; a ``suite`` adds its own after them.
     """
     from robustlab.attacks.checks import attack_checks
     from robustlab.attacks.spec import parse_attack_fraction
     from robustlab.attacks.variant import parse_attacks
     from robustlab.corruptions.variant import parse_corruptions
-    from robustlab.data import Dataset, open_dataset
-    from robustlab.detector.loading import load_detector
-    from robustlab.detector.model import Detector
-    from robustlab.evaluation.engine import evaluate
     from robustlab.evaluation.suites import load_suite
-    from robustlab.reporting.publish import plan_report, report_run
+    from robustlab.reporting.publish import plan_report
 
     overrides = dict(overrides or {})
+    if val is None and threshold_strategy is not None:
+        raise RobustlabError("--threshold-strategy needs a validation set to pick on", fix="add --val VALDATA (a split other than the evaluated one)")
+    if val is not None and "threshold" in overrides:
+        raise RobustlabError("--threshold and --val both set the threshold", fix="drop --threshold, or use --threshold-strategy fixed:T")
     # everything that can be checked without the model, first
     loaded_suite = load_suite(suite) if suite else None
-    plan = plan_report(policy=policy or (loaded_suite.policy if loaded_suite else None), baseline=baseline, formats=formats)
-    suite_variants = loaded_suite.variants() if loaded_suite else []
-    corruption_variants = parse_corruptions(list(corruptions))
-    attack_variants = parse_attacks(list(attacks))
+    report = plan_report(policy=policy or (loaded_suite.policy if loaded_suite else None), baseline=baseline, formats=formats)
+    attack_variants = parse_attacks([a for a in attacks if isinstance(a, str)]) + [a for a in attacks if not isinstance(a, str)]
+    corruption_variants = parse_corruptions([c for c in corruptions if isinstance(c, str)]) + [c for c in corruptions if not isinstance(c, str)]
     fraction = None if attack_fraction is None else parse_attack_fraction(attack_fraction, what="--attack-fraction")
-
-    dataset = data if isinstance(data, Dataset) else open_dataset(data, split=split, classes=classes)
-    det = detector if isinstance(detector, Detector) else load_detector(detector, trust_model=trust_model, **overrides)
-    selection = select_threshold_on(
-        det,
-        dataset,
-        val,
-        val_split=val_split,
-        classes=classes,
-        strategy=threshold_strategy,
-        allow_same_data=allow_same_data,
-        threshold_given="threshold" in overrides,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-        log=log,
-    )
+    det, dataset = _load_inputs(detector, data, split=split, classes=classes, trust_model=trust_model, overrides=overrides)
     config: dict[str, Any] = {
-        "detector": str(detector) if not isinstance(detector, Detector) else det.name,
-        "data": str(data) if not isinstance(data, Dataset) else str(dataset.root),
+        "detector": det.name if isinstance(detector, Detector) else str(detector),
+        "data": str(dataset.root) if isinstance(data, Dataset) else str(data),
         "split": split,
-        "classes": classes if not isinstance(classes, Mapping) else dict(classes),
+        "classes": dict(classes) if isinstance(classes, Mapping) else classes,
         "overrides": overrides,
         "trust_model": trust_model,
         "out": None if out is None else str(out),
     }
-    variants: list[Any] = list(attack_variants)
     if attack_variants:
-        config["attacks"] = [v.spec.describe() for v in attack_variants]
-    for cv in corruption_variants:
-        cv.check_input_size(det.input_size, thing=str(detector))
-    variants.extend(corruption_variants)
+        config["attacks"] = [v.spec.describe() for v in attack_variants if hasattr(v, "spec")]
     if corruption_variants:
-        config["corruptions"] = [f"{cv.name}:{cv.severity}" for cv in corruption_variants]
+        config["corruptions"] = [f"{cv.variant}:{cv.param.removeprefix('severity=')}" for cv in corruption_variants]
+    suite_variants: list[Variant] = []
     fraction_used = 1.0
     if loaded_suite is not None:  # the suite's attacks and corruptions, after the flags' (repeats run once)
-        for sv in suite_variants:
-            if hasattr(sv, "check_input_size"):
-                sv.check_input_size(det.input_size, thing=loaded_suite.source)
-        seen = {(v.variant, v.param) for v in variants}
-        variants.extend(sv for sv in suite_variants if (sv.variant, sv.param) not in seen)
+        suite_variants = list(loaded_suite.variants())
         if loaded_suite.attack_fraction is not None:
             fraction_used = loaded_suite.attack_fraction
         config["suite"] = loaded_suite.to_info()
     if fraction is not None:
         fraction_used = config["attack_fraction"] = fraction
-    extra_info: dict[str, Any] = {}  # per-attack totals and the sanity outcome, for run.json
-    checks = attack_checks(det, dataset, variants, sanity=sanity, seed=seed, batch_size=batch_size, info=extra_info)
-    plan.check_data(dataset.fingerprint(), str(data))
-    result = evaluate(
+    if adversarial is not None:
+        config.update({"fraction": fraction_used, "sanity": sanity, "save_images": adversarial.save_images})
+    variants = _merge_variants(attack_variants, corruption_variants, suite_variants)
+    for v in variants:  # a corruption needs images of a minimum size
+        if hasattr(v, "check_input_size"):
+            v.check_input_size(det.input_size, thing=str(loaded_suite.source if v in suite_variants else detector))
+    checks = attack_checks(det, variants, sanity=sanity)  # refuses a detector without gradients, up front
+    report.check_data(dataset.fingerprint(), str(data))
+    validation = ValidationRequest(val, val_split, threshold_strategy, allow_same_data) if val is not None else None
+    return EvaluationPlan(
         det,
         dataset,
-        out=out,
-        variants=variants,
-        attack_fraction=fraction_used,
-        seed=seed,
-        batch_size=batch_size,
-        force=force,
-        progress=progress,
-        command=command,
-        config=config,
-        threshold_selection=selection,
-        checks=checks,
-        extra_info=extra_info or None,
+        variants,
+        fraction_used,
+        None if out is None else Path(out),
+        force,
+        validation,
+        classes,
+        report,
+        sanity,
+        adversarial,
+        seed,
+        batch_size,
+        progress,
+        None if command is None else tuple(command),
+        config,
+        tuple(checks),
     )
-    outcome = None
-    if plan.needed and result.run_dir is not None:  # evaluate already wrote report.html; a policy, baseline or --format adds to it
-        outcome = report_run(result.run_dir, plan)
-    return EvaluationRun(result=result, report=outcome, sanity=extra_info.get("sanity") if sanity else None)
+
+
+def select_threshold_on(plan: EvaluationPlan, *, log: Log = _quiet) -> Any:
+    """The :class:`robustlab.evaluation.selection.ThresholdSelection` the plan asks for (None without ``--val``)."""
+    from robustlab.evaluation.selection import select_threshold
+    from robustlab.evaluation.thresholds import parse_strategy
+
+    req = plan.validation
+    if req is None:
+        return None
+    strat = parse_strategy(req.strategy or "max-f1")
+    val_set = open_dataset(req.data, split=req.split, classes=plan.classes)
+    sel = select_threshold(plan.detector, val_set, strat, data=plan.data, allow_same_data=req.allow_same_data, seed=plan.seed, batch_size=plan.batch_size, progress=plan.progress)
+    c = sel.choice
+    f1 = "n/a" if c.f1 is None else f"{c.f1:.4f}"
+    log(f"robustlab: threshold {c.threshold:.6g} picked by {c.strategy} on {val_set.root} (validation F1 {f1}); applied to every set")
+    if sel.same_data_allowed:
+        log("robustlab: warning: the threshold was picked on images that are evaluated (--allow-same-data); the report flags it")
+    return sel
+
+
+def example_collector(plan: EvaluationPlan) -> Any:
+    """The report's example strip: a few images per class, from the attacked subset when there is one."""
+    import numpy as np
+
+    from robustlab.reporting.examples import ExampleCollector, pick_examples
+
+    labels = plan.data.labels_for(plan.detector.positive)
+    eligible = None
+    if any(v.kind is SetKind.ADVERSARIAL for v in plan.variants):
+        eligible = np.zeros(len(plan.data), dtype=bool)
+        eligible[stratified_subset(labels, plan.attack_fraction, plan.seed)] = True
+    return ExampleCollector(pick_examples(labels, eligible))
+
+
+def run(plan: EvaluationPlan, *, log: Log = _quiet) -> EvaluationRun:
+    """Execute ``plan``: threshold selection, the engine, the sanity check, then (with ``plan.out``)
+    the run folder, written once. A failed policy does not raise: check ``.passed``."""
+    from robustlab.runs import RunFolder
+
+    selection = select_threshold_on(plan, log=log)
+    if plan.out is None:
+        result = _engine(plan, selection, hooks=())
+        sanity = _sanity(plan)
+        return EvaluationRun(_with_sanity(result, sanity), None, None, sanity)
+    from robustlab.reporting.runfolder import write_run_folder
+
+    with RunFolder(plan.out, force=plan.force) as folder:
+        examples = example_collector(plan)
+        hooks: list[Hook] = [examples]
+        writer = None
+        if plan.adversarial is not None:
+            from robustlab.attacks.writer import AdversarialWriter
+
+            writer = AdversarialWriter(folder.path("adversarial"), plan.data, plan.variants, table=folder.path("attacks.csv"), save_images=plan.adversarial.save_images)
+            hooks.append(writer)
+        result = _engine(plan, selection, hooks=hooks)
+        sanity = _sanity(plan)
+        result = _with_sanity(result, sanity)
+        if plan.demo is not None:
+            result = replace(result, info=replace(result.info, demo=dict(plan.demo)))
+        if writer is not None:
+            result = replace(result, info=replace(result.info, adversarial_images=writer.summary()))
+        written = write_run_folder(folder, result, plan.data, examples=examples, plan=plan.report)
+    return EvaluationRun(written.result, written.markdown, written.report, sanity)
+
+
+def _engine(plan: EvaluationPlan, selection: Any, *, hooks: Sequence[Hook]) -> EvaluationResult:
+    return evaluate_variants(
+        plan.detector,
+        plan.data,
+        variants=plan.variants,
+        attack_fraction=plan.attack_fraction,
+        threshold_selection=selection,
+        seed=plan.seed,
+        batch_size=plan.batch_size,
+        progress=plan.progress,
+        hooks=hooks,
+        checks=plan.checks,
+        command=plan.command,
+        config=dict(plan.config),
+        detector_info=None if plan.detector_info is None else dict(plan.detector_info),
+    )
+
+
+def _sanity(plan: EvaluationPlan) -> "SanityOutcome | None":
+    if not plan.sanity:
+        return None
+    from robustlab.attacks.checks import sanity_check
+
+    return sanity_check(plan.detector, plan.data, seed=plan.seed, batch_size=plan.batch_size)
+
+
+def _with_sanity(result: EvaluationResult, sanity: "SanityOutcome | None") -> EvaluationResult:
+    """The result with the sanity outcome in run.json and its warning among the diagnostics."""
+    import sys
+
+    if sanity is None:
+        return result
+    warnings = sanity.warnings()
+    for w in warnings:
+        print(f"robustlab: warning: {w}", file=sys.stderr)
+    diagnostics = [*result.diagnostics, *warnings]
+    info = replace(result.info, sanity=sanity.to_dict(), diagnostics=list(diagnostics))
+    return replace(result, info=info, diagnostics=diagnostics)
+
+
+def run_evaluation(detector: "str | Path | Detector", data: "str | Path | Dataset", *, log: Log = _quiet, **options: Any) -> EvaluationRun:
+    """Everything ``robustlab evaluate`` does, with the same strings as its flags:
+    ``run(plan_evaluation(detector, data, **options))``. See :func:`plan_evaluation` for the options."""
+    return run(plan_evaluation(detector, data, **options), log=log)
+
+
+def run_attacks(
+    detector: "str | Path | Detector",
+    data: "str | Path | Dataset",
+    *,
+    methods: Sequence[str] = ("fgsm",),
+    eps: Sequence["str | float"] = ("8/255",),
+    norm: str = "inf",
+    steps: int | None = None,
+    step: "str | float | None" = None,
+    random_start: bool | None = None,
+    fraction: "str | float" = 1.0,
+    sanity: bool = False,
+    save_images: bool = True,
+    log: Log = _quiet,
+    **options: Any,
+) -> EvaluationRun:
+    """Everything ``robustlab attack`` does: each method at every eps on a stratified, seeded
+    ``fraction`` of ``data``, the delivered images saved under ``RUN/adversarial/`` (a DATA folder)
+    with ``RUN/attacks.csv``, and the clean / adversarial / mixed tables. ``options`` as for
+    :func:`plan_evaluation` (``out``, ``split``, ``classes``, ``trust_model``, ``overrides``, ``seed``...)."""
+    from robustlab.attacks.spec import parse_attack_fraction
+    from robustlab.attacks.variant import make_attacks
+
+    attack_fraction = parse_attack_fraction(fraction, what="--fraction")
+    names = [m.strip().lower() for m in methods]
+    pgd_options = {"--steps": steps, "--step": step, "--random-start": random_start}
+    if "pgd" not in names and any(v is not None for v in pgd_options.values()):
+        given = ", ".join(k for k, v in pgd_options.items() if v is not None)
+        raise RobustlabError(f"{given} only apply to PGD", thing="robustlab attack", fix="add --method pgd, or drop them")
+    eps_values = [e.strip() for text in eps for e in str(text).split(",") if e.strip()]
+    variants = []
+    for name in names:
+        opts = {"steps": steps, "step": step, "random_start": random_start} if name == "pgd" else {}
+        variants.extend(make_attacks(name, eps_values, norm=norm, **opts))
+    plan = plan_evaluation(detector, data, attacks=variants, attack_fraction=attack_fraction, sanity=sanity, adversarial=AdversarialOutput(save_images), **options)
+    return run(plan, log=log)
+
+
+def evaluate(
+    detector: Detector,
+    data: Dataset,
+    *,
+    variants: Sequence[Variant] = (),
+    attack_fraction: float = 1.0,
+    threshold: float | None = None,
+    threshold_selection: Any = None,
+    out: "str | Path | None" = None,
+    force: bool = False,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+    hooks: Sequence[Hook] = (),
+    checks: Sequence[Check] = (),
+) -> EvaluationResult:
+    """Score ``data`` clean and under each variant; with ``out``, also write the run folder.
+
+    The notebook form of the engine (:func:`robustlab.evaluation.engine.evaluate_variants`, whose
+    documentation gives the options); ``out`` adds the reporting step. Returns the
+    :class:`~robustlab.results.EvaluationResult` (``run_dir`` set when a folder was written).
+    """
+    engine_options = dict(variants=variants, attack_fraction=attack_fraction, threshold=threshold, threshold_selection=threshold_selection, seed=seed, batch_size=batch_size, progress=progress, checks=checks)
+    if out is None:
+        return evaluate_variants(detector, data, hooks=hooks, **engine_options)
+    from robustlab.reporting.runfolder import write_run_folder
+    from robustlab.runs import RunFolder
+
+    plan = EvaluationPlan(detector, data, tuple(variants), attack_fraction, seed=seed)
+    with RunFolder(out, force=force) as folder:
+        examples = example_collector(plan)
+        result = evaluate_variants(detector, data, hooks=[examples, *hooks], **engine_options)
+        return write_run_folder(folder, result, data, examples=examples).result

@@ -23,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from robustlab.results import BatchRecord
+
 INDEX = "examples/index.json"
 
 
@@ -66,15 +68,15 @@ class ExampleCollector:
     def _mask(self, idx: np.ndarray) -> np.ndarray:
         return np.isin(np.asarray(idx), self.ids)
 
-    def add_clean(self, idx: np.ndarray, x: np.ndarray, y: np.ndarray, scores: np.ndarray) -> None:
-        """One clean batch: ``x`` uint8 (B, H, W, 3), ``y`` (B,) labels, ``scores`` (B,)."""
-        for k in np.flatnonzero(self._mask(idx)):
-            self.clean[int(idx[k])] = (np.array(x[k]), float(scores[k]), int(y[k]))
-
-    def add_variant(self, variant: Any, idx: np.ndarray, delivered: np.ndarray, scores: np.ndarray) -> None:
-        """One variant's delivered batch: ``delivered`` uint8 (B, H, W, 3), ``scores`` (B,)."""
-        for k in np.flatnonzero(self._mask(idx)):
-            self.variants.setdefault(int(idx[k]), []).append((variant, np.array(delivered[k]), float(scores[k])))
+    def __call__(self, record: BatchRecord) -> None:
+        """An evaluation hook: keep the chosen images of a clean or delivered batch."""
+        mask = self._mask(record.idx)
+        for k in np.flatnonzero(mask):
+            i = int(record.idx[k])
+            if record.variant is None:
+                self.clean[i] = (np.array(record.images[k]), float(record.scores[k]), int(record.y[k]))
+            else:
+                self.variants.setdefault(i, []).append((record.variant, np.array(record.images[k]), float(record.scores[k])))
 
     def write(self, folder: Any, *, threshold: float, paths: Sequence[str], positive: str = "fake") -> None:
         """PNGs and ``examples/index.json`` into a :class:`robustlab.runs.RunFolder` (nothing when empty)."""

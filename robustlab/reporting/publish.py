@@ -112,6 +112,7 @@ class ReportOutcome:
     written: list[Path]
     policy: PolicyReport | None = None
     comparison: list[RowComparison] | None = None
+    markdown: str | None = None  # the metrics.md written, when md was among the formats
 
     @property
     def passed(self) -> bool:
@@ -167,11 +168,14 @@ def report_run(
     baseline: "str | Path | None" = None,
     formats: "str | Sequence[str] | None" = None,
     out: "str | os.PathLike | None" = None,
+    info: dict[str, Any] | None = None,
+    shown_as: "str | os.PathLike | None" = None,
 ) -> ReportOutcome:
     """Write the reports of a finished run folder (into ``out``, default the run folder).
 
     Give either a :class:`ReportPlan` (from :func:`plan_report`) or ``policy``/``baseline``/``formats``.
-    A failed policy is returned in the outcome (``outcome.passed``), not raised.
+    A failed policy is returned in the outcome (``outcome.passed``), not raised. ``info`` (the
+    run.json contents) and ``shown_as`` (its final path) are for a run folder still being written.
     """
     from robustlab.reporting.html import render_html
     from robustlab.reporting.junit import junit_xml
@@ -180,7 +184,9 @@ def report_run(
     if plan is None:
         plan = plan_report(policy=policy, baseline=baseline, formats=formats)
     needs_predictions = "html" in plan.formats
-    data = load_run_data(run, predictions=needs_predictions, plots="html" in plan.formats)
+    data = load_run_data(run, info=info, predictions=needs_predictions, plots="html" in plan.formats)
+    if shown_as is not None:
+        data.shown_as = Path(shown_as)
     comparison = None
     if plan.baseline is not None:
         check_comparable({"run": data.info, "rows": data.rows}, {"run": plan.baseline.info, "rows": plan.baseline.rows}, baseline_path=plan.baseline.path)
@@ -199,9 +205,12 @@ def report_run(
         "json": lambda: _json(data, plan, verdict, comparison),
         "junit": lambda: junit_xml(verdict, properties={"run": data.path, "detector": (data.info.get("detector") or {}).get("name"), "baseline": None if plan.baseline is None else plan.baseline.path}),  # type: ignore[arg-type]
     }
+    markdown = None
     for fmt in plan.formats:
-        written.append(atomic_write_text(target / FORMAT_FILES[fmt], texts[fmt]()))
-    return ReportOutcome(written, verdict, comparison)
+        text = texts[fmt]()
+        markdown = text if fmt == "md" else markdown
+        written.append(atomic_write_text(target / FORMAT_FILES[fmt], text))
+    return ReportOutcome(written, verdict, comparison, markdown)
 
 
 def write_run_html(folder: "str | os.PathLike", info: dict[str, Any], *, final: "str | os.PathLike | None" = None) -> Path | None:

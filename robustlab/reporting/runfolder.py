@@ -1,91 +1,144 @@
-"""The run folder's tables, predictions and plots, written from an evaluation result.
+"""The reporting step: one run folder written once from an evaluation result.
+
+:func:`write_run_folder` writes ``metrics.json`` / ``.csv`` / ``.md``, ``predictions.csv``, the
+plots, the example strip, ``report.html`` (and, with a report plan, the policy / baseline reports
+and ``junit.xml``) into a :class:`robustlab.runs.RunFolder` still under construction, then commits
+it with ``run.json`` last. The engine never writes; nothing is read back from a finished folder.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
 from robustlab.data import Dataset
-from robustlab.metrics import (
-    confusion,
-    predict,
-)
+from robustlab.enums import SetKind
+from robustlab.metrics import confusion, predict
+from robustlab.results import EvaluationResult
 from robustlab.runs import RunFolder
 
 if TYPE_CHECKING:  # pragma: no cover
-    from robustlab.evaluation.engine import EvaluationResult
+    from robustlab.reporting.examples import ExampleCollector
+    from robustlab.reporting.publish import ReportOutcome, ReportPlan
+
+
+@dataclass(frozen=True)
+class WrittenRun:
+    """What :func:`write_run_folder` returns: the result (``run_dir`` set, ``info`` as written to
+    run.json), the text of ``metrics.md`` and the policy / baseline outcome when a plan asked."""
+
+    result: EvaluationResult
+    markdown: str
+    report: "ReportOutcome | None" = None
 
 
 def prediction_records(result: EvaluationResult, data: Dataset) -> Iterable[tuple]:
     """(id, path, label, set, variant, param, score, pred) for clean and every variant image."""
-    t = result.info["threshold"]
+    t = result.info.threshold
     for i, yi, si in zip(result.idx.tolist(), result.y.tolist(), result.scores.tolist()):
         yield (i, data.paths[i], yi, "clean", "none", "", si, int(si >= t))
-    for st in result.variant_stats:
-        a = st.arrays()
-        v = st.variant
-        for i, yi, si in zip(a["idx"].tolist(), a["y"].tolist(), a["scores"].tolist()):
+    for o in result.outcomes:
+        v = o.variant
+        for i, yi, si in zip(o.idx.tolist(), o.y.tolist(), o.scores.tolist()):
             yield (i, data.paths[i], yi, str(v.kind), v.variant, v.param, si, int(si >= t))
 
 
-def write_run(folder: RunFolder, result: EvaluationResult, data: Dataset, *, max_curve_sets: int = 8) -> None:
-    """metrics.json/.csv/.md, predictions.csv and plots into ``folder``."""
-    from robustlab.reporting.plots import (
-        plot_accuracy_vs_param,
-        plot_confusion,
-        plot_roc_pr,
-    )
-    from robustlab.reporting.tables import (
-        md_escape,
-        metrics_csv,
-        metrics_markdown,
-        param_display,
-        predictions_csv,
-        slug,
-    )
+def run_summary(result: EvaluationResult, data: Dataset) -> list[str]:
+    """The lines above the tables of metrics.md: detector, data, attacked subset, threshold."""
+    from robustlab.reporting.tables import md_escape
+
+    info = result.info
+    det = info.detector
+    other = "real" if det["positive"] == "fake" else "fake"
+    summary = [
+        f"Detector: **{md_escape(det['name'])}** ({det['format']}, input {det['input_size'][0]}x{det['input_size'][1]}, {det['spec']['color']}, scale {det['spec']['scale']}, {det['output']} {det['classes']})",
+        f"Data: `{md_escape(str(data.root))}` ({len(result.idx)} images: {int((result.y == 1).sum())} {det['positive']}, {int((result.y == 0).sum())} {other}; {len(data.skipped)} skipped)",
+    ]
+    if info.attacked:
+        summary.append(f"Attacked subset: {info.attacked} images (fraction {info.attack_fraction:g}, stratified, seed {info.seed}).")
+    if info.threshold_selection:
+        from robustlab.evaluation.selection import selection_summary
+
+        summary.extend(selection_summary(info.threshold_selection))
+    return summary
+
+
+def write_tables(folder: RunFolder, result: EvaluationResult, data: Dataset) -> str:
+    """metrics.json / .csv / .md and predictions.csv into ``folder``; returns the metrics.md text."""
+    from robustlab.reporting.tables import metrics_csv, metrics_markdown, predictions_csv
 
     rows = result.rows
-    info = result.info
     metrics_json: dict[str, Any] = {"rows": [r.to_dict() for r in rows]}
     if result.reference_rows:
         metrics_json["reference_rows"] = [r.to_dict() for r in result.reference_rows]
     folder.write_json("metrics.json", metrics_json)
     folder.write_text("metrics.csv", metrics_csv(rows))
-    det = info["detector"]
-    summary = [
-        f"Detector: **{md_escape(det['name'])}** ({det['format']}, input {det['input_size'][0]}x{det['input_size'][1]}, {det['spec']['color']}, scale {det['spec']['scale']}, {det['output']} {det['classes']})",
-        f"Data: `{md_escape(str(data.root))}` ({len(result.idx)} images: {int((result.y == 1).sum())} {det['positive']}, {int((result.y == 0).sum())} {'real' if det['positive'] == 'fake' else 'fake'}; {len(data.skipped)} skipped)",
-    ]
-    if info.get("attacked"):
-        summary.append(f"Attacked subset: {info['attacked']} images (fraction {info['attack_fraction']:g}, stratified, seed {info['seed']}).")
-    selection = info.get("threshold_selection")
-    if selection:
-        from robustlab.evaluation.selection import selection_summary
-
-        summary.extend(selection_summary(selection))
-    folder.write_text(
-        "metrics.md",
-        metrics_markdown(rows, title=f"robustlab: {det['name']}", summary=summary, notes=[f"diagnostic: {d}" for d in result.diagnostics], reference_rows=result.reference_rows),
-    )
+    title = f"robustlab: {result.info.detector['name']}"
+    notes = [f"diagnostic: {d}" for d in result.diagnostics]
+    markdown = metrics_markdown(rows, title=title, summary=run_summary(result, data), notes=notes, reference_rows=result.reference_rows)
+    folder.write_text("metrics.md", markdown)
     folder.write_text("predictions.csv", predictions_csv(prediction_records(result, data)))
-    threshold = info["threshold"]
+    return markdown
+
+
+def write_plots(folder: RunFolder, result: EvaluationResult, *, max_curve_sets: int = 8) -> None:
+    """ROC / PR curves, confusion matrices and accuracy vs eps / severity into ``folder/plots``."""
+    from robustlab.reporting.plots import plot_accuracy_vs_param, plot_confusion, plot_roc_pr
+    from robustlab.reporting.tables import param_display, slug
+
+    threshold = result.info.threshold
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {"clean": (result.y, result.scores)}
-    for st in result.variant_stats[:max_curve_sets]:
-        a = st.arrays()
-        if len(a["idx"]):
-            curves[f"{st.variant.variant} {st.variant.param}".strip()] = (a["y"], a["scores"])
+    for o in result.outcomes[:max_curve_sets]:
+        if o.n:
+            curves[f"{o.variant.variant} {o.variant.param}".strip()] = (o.y, o.scores)
     chosen: dict[str, Any] = {}
     sel = result.threshold_selection
     if sel is not None:
-        chosen = {"val_curve": (sel.y, sel.scores), "reference_threshold": selection["default_threshold"], "threshold_label": f"{sel.strategy} on validation"}
+        chosen = {"val_curve": (sel.y, sel.scores), "reference_threshold": result.info.threshold_selection["default_threshold"], "threshold_label": f"{sel.strategy} on validation"}
     plot_roc_pr(curves, folder.path("plots/roc.png"), folder.path("plots/pr.png"), threshold=threshold, **chosen)
-    pos = det["positive"]
-    neg = "real" if pos == "fake" else "fake"
-    plot_confusion(confusion(result.y, predict(result.scores, threshold)), folder.path("plots/confusion_clean.png"), title=f"clean (threshold {threshold:g})", labels=(neg, pos))
-    for st in result.variant_stats:
-        a = st.arrays()
-        if len(a["idx"]) and str(st.variant.kind) == "adversarial":
-            name = slug(f"{st.variant.variant}_{st.variant.param}")
-            plot_confusion(confusion(a["y"], predict(a["scores"], threshold)), folder.path(f"plots/confusion_{name}.png"), title=f"{st.variant.variant} {param_display(st.variant.param)}", labels=(neg, pos))
-    plot_accuracy_vs_param([r.to_dict() for r in rows], folder.path("plots"))
+    pos = result.info.detector["positive"]
+    labels = ("real" if pos == "fake" else "fake", pos)
+    plot_confusion(confusion(result.y, predict(result.scores, threshold)), folder.path("plots/confusion_clean.png"), title=f"clean (threshold {threshold:g})", labels=labels)
+    for o in result.attacked():
+        if o.n:
+            v = o.variant
+            name = slug(f"{v.variant}_{v.param}")
+            plot_confusion(confusion(o.y, predict(o.scores, threshold)), folder.path(f"plots/confusion_{name}.png"), title=f"{v.variant} {param_display(v.param)}", labels=labels)
+    plot_accuracy_vs_param([r.to_dict() for r in result.rows], folder.path("plots"))
+
+
+def write_run_folder(
+    folder: RunFolder,
+    result: EvaluationResult,
+    data: Dataset,
+    *,
+    examples: "ExampleCollector | None" = None,
+    plan: "ReportPlan | None" = None,
+    max_curve_sets: int = 8,
+) -> WrittenRun:
+    """Write the whole run folder from ``result`` and commit it (``run.json`` last).
+
+    ``examples`` (filled by the engine as a hook) become the report's image strip; ``plan`` (from
+    :func:`robustlab.reporting.publish.plan_report`) adds the policy / baseline reports and
+    junit.xml. Returns a :class:`WrittenRun`; a failed policy is in ``.report``, not raised.
+    """
+    from robustlab.reporting.publish import report_run, write_run_html
+    from robustlab.reporting.tables import corruption_summary
+
+    if any(r.set == SetKind.CORRUPTED.value for r in result.rows):
+        result = replace(result, info=replace(result.info, corruption_summary=corruption_summary(result.rows)))
+    info = result.info.to_dict()
+    markdown = write_tables(folder, result, data)
+    write_plots(folder, result, max_curve_sets=max_curve_sets)
+    if examples is not None:
+        examples.write(folder, threshold=result.info.threshold, paths=data.paths, positive=result.info.detector["positive"])
+    outcome = None
+    if plan is not None and plan.needed:
+        outcome = report_run(folder.dir, plan, info=info, shown_as=folder.final)
+        markdown = outcome.markdown or markdown
+    else:
+        write_run_html(folder.dir, info, final=folder.final)
+    run_dir = folder.commit(info)
+    return WrittenRun(replace(result, run_dir=Path(run_dir)), markdown, outcome)

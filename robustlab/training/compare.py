@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from robustlab.training.config import FinetuneConfig
-
 
 def default_eval_variants(eps: float, attacks: Sequence[str] | None, corruptions: Sequence[str] | None) -> list[Any]:
     """The before/after variants: FGSM and PGD at the training eps + corruptions (or the given specs)."""
@@ -78,12 +76,9 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], *, title: str, summar
     return "\n".join(lines) + "\n"
 
 
-def _checks(detector: Any, data: Any, variants: Sequence[Any], config: FinetuneConfig, extra_info: dict[str, Any]) -> dict[str, Any]:
-    """``checks`` and ``extra_info`` for a before/after evaluate: the attack module's diagnostics
-    (an attack that does not hurt, FGSM beating PGD: signs of gradient masking)."""
-    if not any(getattr(v, "kind", None) is not None and str(v.kind) == "adversarial" for v in variants):
-        return {"extra_info": extra_info or None}
+def _checks(detector: Any, variants: Sequence[Any]) -> tuple[Any, ...]:
+    """The checks for a before/after evaluation: the attack module's diagnostics (an attack that
+    does not hurt, FGSM beating PGD: signs of gradient masking)."""
     from robustlab.attacks.checks import attack_checks
 
-    checks = attack_checks(detector, data, variants, seed=config.seed, batch_size=config.batch_size, info=extra_info)
-    return {"checks": checks, "extra_info": extra_info}
+    return tuple(attack_checks(detector, variants))

@@ -491,7 +491,8 @@ def _finish(
     log: Callable[[str], None],
 ) -> FinetuneResult:
     from robustlab.detector.loading import load_detector
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import EvaluationPlan
+    from robustlab.evaluation.pipeline import run as run_plan
     from robustlab.runs import versions
 
     out = Path(run["out"])
@@ -513,13 +514,19 @@ def _finish(
     variants = default_eval_variants(config.eps, run["eval"]["attacks"], run["eval"]["corruptions"])
     ba = partial / "before-after"
     shutil.rmtree(ba, ignore_errors=True)
-    common = dict(variants=variants, attack_fraction=float(run["eval"]["fraction"]), seed=config.seed, batch_size=config.batch_size, force=True, progress=progress, config={"adv_train": run["out"]})
+    fraction = float(run["eval"]["fraction"])
+    command = tuple(run["command"]) if run.get("command") else None
+
+    def evaluated(detector: Any, where: Path, detector_info: "dict[str, Any] | None" = None) -> Any:
+        plan = EvaluationPlan(detector, test_set, tuple(variants), fraction, where, True, seed=config.seed, batch_size=config.batch_size, progress=progress, command=command, config={"adv_train": run["out"]}, checks=_checks(detector, variants), detector_info=detector_info)
+        return run_plan(plan).result
+
     log(f"robustlab adv-train: evaluating the input detector and the new one on {test_set.root} ({len(test_set)} images)")
-    before = evaluate(source_detector, test_set, out=ba / "before", command=run.get("command"), **common, **_checks(source_detector, test_set, variants, config, {}))
+    before = evaluated(source_detector, ba / "before")
     after_desc = new_det.describe()
     after_desc["spec"] = {**after_desc["spec"], "model": str(out / "model.keras")}
     after_desc["spec_file"] = str(out / "detector.yaml")
-    after = evaluate(new_det, test_set, out=ba / "after", command=run.get("command"), **common, **_checks(new_det, test_set, variants, config, {"detector": after_desc}))
+    after = evaluated(new_det, ba / "after", after_desc)
     comp = comparison_rows(before.rows, after.rows)
     summary = [
         f"Before: `{source_detector.spec.source or source_detector.spec.model}` (threshold {source_detector.threshold:g}).",

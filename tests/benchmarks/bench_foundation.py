@@ -61,7 +61,7 @@ def build_model(size: int, kind: str):
 def throughput(args: argparse.Namespace) -> None:
     from robustlab.data import open_dataset
     from robustlab.detector.loading import load_detector
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,7 +99,7 @@ def throughput(args: argparse.Namespace) -> None:
 def memory_child(args: argparse.Namespace) -> None:
     from robustlab.data import open_dataset
     from robustlab.detector.loading import load_detector
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate
 
     det = load_detector(args.model_path, scale="0-255")
     data = open_dataset(args.data)

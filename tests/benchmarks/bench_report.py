@@ -33,7 +33,7 @@ def build_run(out: Path) -> float:
     from robustlab.data import open_dataset
     from robustlab.demo import build_model, make_images, train_model
     from robustlab.detector.loading import load_detector
-    from robustlab.evaluation.engine import evaluate
+    from robustlab.evaluation.pipeline import evaluate
 
     work = out.parent / f"{out.name}-inputs"
     shutil.rmtree(work, ignore_errors=True)
