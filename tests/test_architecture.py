@@ -11,7 +11,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "robustlab"
 MAX_FUNCTION_LINES = 80
 # functions allowed to be longer, with the reason
-LONG_FUNCTIONS: dict[str, str] = {}
+LONG_FUNCTIONS: dict[str, str] = {
+    "robustlab.evaluation.pipeline.plan_evaluation": "its signature names every option of `robustlab evaluate` (27 keyword arguments, no **kwargs); the body is ~55 lines",
+}
 
 
 def _modules() -> dict[str, Path]:

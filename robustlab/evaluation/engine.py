@@ -107,6 +107,81 @@ def _check_variants(variants: Sequence[Any]) -> tuple[Variant, ...]:
     return out
 
 
+def attacked_subset(detector: Detector, data: Dataset, variants: Sequence[Variant], fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of the images the adversarial variants run on (empty without attacks)."""
+    if not any(v.kind is SetKind.ADVERSARIAL for v in variants):
+        return np.zeros((0,), np.int64)
+    return stratified_subset(data.labels_for(detector.positive), fraction, seed)
+
+
+def _stream(detector: Detector, data: Dataset, variants: Sequence[Variant], subset: np.ndarray, *, seed: int, batch_size: int, progress: bool, hooks: Sequence[Hook]) -> tuple[_Accumulator, list[_Accumulator]]:
+    """The one pass over the data: each batch scored clean, then through each variant that applies."""
+    in_subset = np.zeros(len(data), dtype=bool)
+    in_subset[subset] = True
+    accs = [_Accumulator(v) for v in variants]
+    clean = _Accumulator(None)  # type: ignore[arg-type]
+    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size, positive=detector.positive)
+    for bno, batch in enumerate(batch_progress(batches, len(data), f"evaluating {len(data)} images", progress)):
+        if len(batch.idx) == 0:
+            continue
+        t = time.time()
+        s_clean = detector.scores(batch.x)
+        clean.time({"total": time.time() - t})
+        clean.add(idx=batch.idx, y=batch.y, scores=s_clean)
+        zeros = np.zeros(len(batch.idx))
+        record = BatchRecord(None, batch.idx, batch.y, batch.x, batch.x, s_clean, zeros, zeros)
+        for hook in hooks:
+            hook(record)
+        for vi, acc in enumerate(accs):
+            v = acc.variant
+            sel = in_subset[batch.idx] if v.kind is SetKind.ADVERSARIAL else np.ones(len(batch.idx), bool)
+            if not sel.any():
+                continue
+            t = time.time()
+            x_in, y_in, idx_in = batch.x[sel], batch.y[sel], batch.idx[sel]
+            d, s_v = _deliver(detector, v, x_in, y_in, np.random.default_rng([seed, vi, bno]))
+            linf, l2 = perturbation_norms(x_in, d.images)
+            acc.time({**d.seconds, "total": time.time() - t})
+            acc.add(idx=idx_in, y=y_in, clean_scores=s_clean[sel], scores=s_v, linf=linf, l2=l2, **d.extras)
+            record = BatchRecord(v, idx_in, y_in, x_in, d.images, s_v, linf, l2, dict(d.extras))
+            for hook in hooks:
+                hook(record)
+    return clean, accs
+
+
+def _run_info(
+    detector: Detector,
+    data: Dataset,
+    variants: Sequence[Variant],
+    outcomes: Sequence[VariantOutcome],
+    attack_fraction: float | None,
+    attacked: int,
+    threshold: float,
+    threshold_selection: Any,
+    *,
+    seed: int,
+    batch_size: int,
+    command: Sequence[str] | None,
+    config: dict[str, Any] | None,
+    detector_info: dict[str, Any] | None,
+) -> RunInfo:
+    return RunInfo(
+        command=list(command) if command is not None else None,
+        config=dict(config or {}),
+        seed=seed,
+        batch_size=batch_size,
+        threshold=threshold,
+        versions=versions(),
+        detector=dict(detector_info) if detector_info is not None else detector.describe(),
+        data=data.describe(),
+        attack_fraction=attack_fraction,
+        attacked=int(attacked),
+        variants=[{"set": str(v.kind), "variant": v.variant, "param": v.param} for v in variants],
+        attacks=[s for o in outcomes if o.variant.kind is SetKind.ADVERSARIAL and (s := o.variant.summary(o)) is not None] or None,
+        threshold_selection=threshold_selection.to_info() if threshold_selection is not None else None,
+    )
+
+
 def evaluate_variants(
     detector: Detector,
     data: Dataset,
@@ -142,38 +217,8 @@ def evaluate_variants(
         threshold = threshold_selection.threshold
         threshold_selection.against(data)
     threshold = detector.threshold if threshold is None else float(threshold)
-    attacks = any(v.kind is SetKind.ADVERSARIAL for v in variants)
-    subset = stratified_subset(data.labels_for(detector.positive), attack_fraction, seed) if attacks else np.zeros((0,), np.int64)
-    in_subset = np.zeros(len(data), dtype=bool)
-    in_subset[subset] = True
-    accs = [_Accumulator(v) for v in variants]
-    clean = _Accumulator(None)  # type: ignore[arg-type]
-    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size, positive=detector.positive)
-    for bno, batch in enumerate(batch_progress(batches, len(data), f"evaluating {len(data)} images", progress)):
-        if len(batch.idx) == 0:
-            continue
-        t = time.time()
-        s_clean = detector.scores(batch.x)
-        clean.time({"total": time.time() - t})
-        clean.add(idx=batch.idx, y=batch.y, scores=s_clean)
-        zeros = np.zeros(len(batch.idx))
-        record = BatchRecord(None, batch.idx, batch.y, batch.x, batch.x, s_clean, zeros, zeros)
-        for hook in hooks:
-            hook(record)
-        for vi, acc in enumerate(accs):
-            v = acc.variant
-            sel = in_subset[batch.idx] if v.kind is SetKind.ADVERSARIAL else np.ones(len(batch.idx), bool)
-            if not sel.any():
-                continue
-            t = time.time()
-            x_in, y_in, idx_in = batch.x[sel], batch.y[sel], batch.idx[sel]
-            d, s_v = _deliver(detector, v, x_in, y_in, np.random.default_rng([seed, vi, bno]))
-            linf, l2 = perturbation_norms(x_in, d.images)
-            acc.time({**d.seconds, "total": time.time() - t})
-            acc.add(idx=idx_in, y=y_in, clean_scores=s_clean[sel], scores=s_v, linf=linf, l2=l2, **d.extras)
-            record = BatchRecord(v, idx_in, y_in, x_in, d.images, s_v, linf, l2, dict(d.extras))
-            for hook in hooks:
-                hook(record)
+    subset = attacked_subset(detector, data, variants, attack_fraction, seed)
+    clean, accs = _stream(detector, data, variants, subset, seed=seed, batch_size=batch_size, progress=progress, hooks=hooks)
     base = clean.outcome()
     if base.n == 0:
         raise RobustlabError("no image could be read", thing=data.root, fix="check the files (see the skipped list above)")
@@ -185,21 +230,7 @@ def evaluate_variants(
 
         if threshold != DEFAULT_THRESHOLD:
             reference_rows = build_rows(base.y, base.scores, base.idx, outcomes, DEFAULT_THRESHOLD, worst_case=bool(variants))
-    info = RunInfo(
-        command=list(command) if command is not None else None,
-        config=dict(config or {}),
-        seed=seed,
-        batch_size=batch_size,
-        threshold=threshold,
-        versions=versions(),
-        detector=dict(detector_info) if detector_info is not None else detector.describe(),
-        data=data.describe(),
-        attack_fraction=attack_fraction if len(subset) else None,
-        attacked=int(len(subset)),
-        variants=[{"set": str(v.kind), "variant": v.variant, "param": v.param} for v in variants],
-        attacks=[s for o in outcomes if o.variant.kind is SetKind.ADVERSARIAL and (s := o.variant.summary(o)) is not None] or None,
-        threshold_selection=threshold_selection.to_info() if threshold_selection is not None else None,
-    )
+    info = _run_info(detector, data, variants, outcomes, attack_fraction if len(subset) else None, len(subset), threshold, threshold_selection, seed=seed, batch_size=batch_size, command=command, config=config, detector_info=detector_info)
     result = EvaluationResult(rows, info, base.idx, base.y, base.scores, outcomes, [], reference_rows, threshold_selection)
     diagnostics = [d for o in outcomes if o.n for d in o.variant.diagnostics(o, threshold)]
     for check in checks:

@@ -116,6 +116,19 @@ def _load_inputs(detector: "str | Path | Detector", data: "str | Path | Dataset"
     return det, dataset
 
 
+def _config(detector: Any, data: Any, det: Detector, dataset: Dataset, *, split: str | None, classes: Any, overrides: Mapping[str, Any], trust_model: bool, out: Any) -> dict[str, Any]:
+    """run.json's ``config``: the inputs as the user gave them."""
+    return {
+        "detector": det.name if isinstance(detector, Detector) else str(detector),
+        "data": str(dataset.root) if isinstance(data, Dataset) else str(data),
+        "split": split,
+        "classes": dict(classes) if isinstance(classes, Mapping) else classes,
+        "overrides": dict(overrides),
+        "trust_model": trust_model,
+        "out": None if out is None else str(out),
+    }
+
+
 def plan_evaluation(
     detector: "str | Path | Detector",
     data: "str | Path | Dataset",
@@ -171,26 +184,17 @@ def plan_evaluation(
     corruption_variants = parse_corruptions([c for c in corruptions if isinstance(c, str)]) + [c for c in corruptions if not isinstance(c, str)]
     fraction = None if attack_fraction is None else parse_attack_fraction(attack_fraction, what="--attack-fraction")
     det, dataset = _load_inputs(detector, data, split=split, classes=classes, trust_model=trust_model, overrides=overrides)
-    config: dict[str, Any] = {
-        "detector": det.name if isinstance(detector, Detector) else str(detector),
-        "data": str(dataset.root) if isinstance(data, Dataset) else str(data),
-        "split": split,
-        "classes": dict(classes) if isinstance(classes, Mapping) else classes,
-        "overrides": overrides,
-        "trust_model": trust_model,
-        "out": None if out is None else str(out),
-    }
+    config = _config(detector, data, det, dataset, split=split, classes=classes, overrides=overrides, trust_model=trust_model, out=out)
     if attack_variants:
         config["attacks"] = [v.spec.describe() for v in attack_variants if hasattr(v, "spec")]
     if corruption_variants:
         config["corruptions"] = [f"{cv.variant}:{cv.param.removeprefix('severity=')}" for cv in corruption_variants]
-    suite_variants: list[Variant] = []
+    suite_variants: list[Variant] = list(loaded_suite.variants()) if loaded_suite is not None else []
     fraction_used = 1.0
     if loaded_suite is not None:  # the suite's attacks and corruptions, after the flags' (repeats run once)
-        suite_variants = list(loaded_suite.variants())
+        config["suite"] = loaded_suite.to_info()
         if loaded_suite.attack_fraction is not None:
             fraction_used = loaded_suite.attack_fraction
-        config["suite"] = loaded_suite.to_info()
     if fraction is not None:
         fraction_used = config["attack_fraction"] = fraction
     if adversarial is not None:
