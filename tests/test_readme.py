@@ -163,7 +163,7 @@ def demo_dir(tmp_path_factory) -> Path:
     from robustlab.demo import run_demo
 
     out = tmp_path_factory.mktemp("readme-demo") / "demo"
-    run_demo(out, n_train=40, n_val=20, n_test=20, epochs=3, seed=0)
+    run_demo(out, n_train=30, n_val=10, n_test=10, epochs=2, seed=0)
     return out
 
 
