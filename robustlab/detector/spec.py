@@ -204,3 +204,15 @@ def read_spec(detector: str | os.PathLike, overrides: Mapping[str, Any] | None =
         return make_spec(merged, base_dir=path.parent.resolve(), source=path.resolve())
     merged = {"model": str(path.resolve()), **overrides}
     return make_spec(merged, base_dir=Path.cwd())
+
+
+def spec_with_overrides(detector: "str | os.PathLike | DetectorSpec", overrides: Mapping[str, Any] | None = None) -> DetectorSpec:
+    """A spec from a YAML file, a bare model path or a :class:`DetectorSpec`, with ``overrides``
+    (spec keys; ``None`` values ignored) validated on top."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not isinstance(detector, DetectorSpec):
+        return read_spec(detector, overrides)
+    if not overrides:
+        return detector
+    merged = {**{k: v for k, v in detector.to_dict().items() if v is not None}, **overrides}
+    return make_spec(merged, base_dir=Path.cwd(), source=detector.source)
