@@ -173,7 +173,7 @@ def _build_h5(k: Any, plan: _LoadPlan) -> Any:
     """An HDF5 model file: ``load_model`` with Lambda layers guarded (refused or substituted)."""
     from robustlab.detector.safety import lambda_guard
 
-    co = {**plan.objects, "Lambda": lambda_guard(k, plan.substitutes, plan.trust_model)}
+    co = {**plan.objects, "Lambda": lambda_guard(k, plan.substitutes, plan.trust_model, plan.path)}
     return k.models.load_model(str(plan.load_path), custom_objects=co, compile=False, safe_mode=not plan.trust_model)
 
 
@@ -195,7 +195,7 @@ def _build_json(k: Any, plan: _LoadPlan) -> Any:
     from robustlab.detector.safety import lambda_guard, substitute_lambdas
 
     cfg, extra = substitute_lambdas(plan.scanned.config or {}, plan.substitutes)
-    co = {**plan.objects, **extra, "Lambda": lambda_guard(k, plan.substitutes, plan.trust_model)}
+    co = {**plan.objects, **extra, "Lambda": lambda_guard(k, plan.substitutes, plan.trust_model, plan.path)}
     with _safe_mode_scope(k, not plan.trust_model):
         return k.models.model_from_json(json.dumps(cfg), custom_objects=co)
 
