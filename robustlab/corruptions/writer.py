@@ -100,7 +100,7 @@ def _png_names(paths: Sequence[str], *, escape_prefix: str | None = None) -> lis
         taken[n.lower()] = taken.get(n.lower(), 0) + 1
     out = []
     for r, n in zip(rels, names):
-        if taken[n.lower()] > 1 or not _fits(posixpath.basename(n)):
+        if (taken[n.lower()] > 1 and r != n) or not _fits(posixpath.basename(n)):  # an input keeps its own name
             n = _tagged(n, r)
         out.append(n)
     return _unique(out, rels)
