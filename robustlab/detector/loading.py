@@ -245,9 +245,9 @@ def _weights_mismatch(model: Any, plan: _LoadPlan, info: dict[str, Any]) -> str 
     source = plan.weights if plan.weights is not None else plan.path
     fmt = plan.fmt if plan.weights is None else ("keras" if detect_format(plan.weights) == "keras" else "h5")
     want = file_weight_stats(source, fmt)
-    have = model_weight_stats(model)
     if want is None:
         return None
+    have = model_weight_stats(model)
     if not want.matches(have):
         return f"loaded weights do not match the file ({have.values:,} values loaded, {want.values:,} in {source.name})"
     info["weights_check"] = f"{have.arrays} arrays, {have.values:,} values match {source.name}"

@@ -40,9 +40,10 @@ JOBLIB_FIX = "save the LabelBinarizer with pickle.dump(lb, open('label_transform
 _KERAS_INTERNAL_CLASSES = {"Functional", "Sequential", "Model", "InputLayer", "TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer", "KerasLayer"}
 _MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 # Archive members are read into memory: their declared sizes are checked first (zip bombs).
-JSON_MEMBER_LIMIT = 64 * 2**20  # config.json / metadata.json: a large model's config is a few MB
-WEIGHTS_MEMBER_LIMIT = 16 * 2**30  # model.weights.h5
-MAX_INFLATION = 200  # declared size / compressed size above which a member is a bomb, not data
+# (declared size limit, inflation ratio limit): JSON compresses ~10-50x, float weights hardly at
+# all (Keras stores them uncompressed); only near-constant filler inflates ~1000x (deflate's maximum).
+JSON_MEMBER = (64 * 2**20, 200)  # config.json / metadata.json: a large model's config is a few MB
+WEIGHTS_MEMBER = (16 * 2**30, 900)  # model.weights.h5
 
 
 # --------------------------------------------------------------------------- model files
@@ -167,11 +168,13 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
         try:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
+                for member in z.infolist():  # Keras inflates them all when it loads the file
+                    _checked_member(member, path, *(JSON_MEMBER if member.filename.endswith(".json") else WEIGHTS_MEMBER))
                 if "config.json" not in names:
                     raise RobustlabError("a .keras archive without config.json", thing=path, fix="save the model again with model.save('x.keras')")
-                mf.config = _parse_json(_read_member(z, "config.json", path, JSON_MEMBER_LIMIT).decode("utf-8", "replace"), path)
+                mf.config = _parse_json(_read_member(z, "config.json", path, *JSON_MEMBER).decode("utf-8", "replace"), path)
                 if "metadata.json" in names:
-                    meta = _parse_json(_read_member(z, "metadata.json", path, JSON_MEMBER_LIMIT).decode("utf-8", "replace"), path)
+                    meta = _parse_json(_read_member(z, "metadata.json", path, *JSON_MEMBER).decode("utf-8", "replace"), path)
                     mf.keras_version = _attr_text(meta.get("keras_version"))
                 mf.has_weights = "model.weights.h5" in names or "model.weights.npz" in names
         except zipfile.BadZipFile:
@@ -200,20 +203,27 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
     return mf
 
 
-def _read_member(z: zipfile.ZipFile, name: str, thing: Path, limit: int) -> bytes:
-    """The bytes of archive member ``name``, after checking the size it declares (a zip bomb is
-    refused before anything is inflated) and reading no more than that."""
-    info = z.getinfo(name)
+def _read_member(z: zipfile.ZipFile, name: str, thing: Path, limit: int, max_ratio: int) -> bytes:
+    """The bytes of archive member ``name``, after checking the size it declares against ``limit``
+    and its inflation (declared / compressed size, members over 1 MiB) against ``max_ratio``: a zip
+    bomb is refused before anything is inflated, and no more than the declared size is read."""
+    info = _checked_member(z.getinfo(name), thing, limit, max_ratio)
+    with z.open(info) as fh:  # reads at most file_size bytes, and checks the CRC
+        return fh.read()
+
+
+def _checked_member(info: zipfile.ZipInfo, thing: Path, limit: int, max_ratio: int) -> zipfile.ZipInfo:
+    """``info`` unless its declared size or inflation is over the limits (see :func:`_read_member`)."""
+    name = info.filename
     ratio = info.file_size / max(1, info.compress_size)
-    if info.file_size > limit or (info.file_size > 2**20 and ratio > MAX_INFLATION):
+    if info.file_size > limit or (info.file_size > 2**20 and ratio > max_ratio):
         raise RobustlabError(
             f"archive member {name} would inflate to {info.file_size:,} bytes ({ratio:,.0f}x its {info.compress_size:,} compressed bytes): "
-            f"refused as a zip bomb (limit {limit:,} bytes, {MAX_INFLATION}x)",
+            f"refused as a zip bomb (limit {limit:,} bytes, {max_ratio}x)",
             thing=thing,
             fix="use a .keras file written by model.save(); do not load archives from untrusted sources",
         )
-    with z.open(info) as fh:  # reads at most file_size bytes, and checks the CRC
-        return fh.read()
+    return info
 
 
 def _parse_json(text: str, thing: Path) -> dict[str, Any]:
@@ -648,7 +658,7 @@ def file_weight_stats(path: "str | Path", fmt: str) -> WeightStats | None:
             with zipfile.ZipFile(path) as z:
                 if "model.weights.h5" not in z.namelist():
                     return None
-                data = io.BytesIO(_read_member(z, "model.weights.h5", path, WEIGHTS_MEMBER_LIMIT))
+                data = io.BytesIO(_read_member(z, "model.weights.h5", path, *WEIGHTS_MEMBER))
         except zipfile.BadZipFile:
             raise RobustlabError("truncated or corrupt .keras archive (bad zip file)", thing=path, fix="download or copy the file again") from None
         f = _open_h5(data, path)

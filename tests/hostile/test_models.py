@@ -198,6 +198,16 @@ def keras_archive(path: Path, members: dict[str, "bytes | tuple[bytes, int]"]) -
             id="metadata-bomb",
         ),
         pytest.param({"config.json": b"[" * 100_000, "model.weights.h5": b"x"}, ("nested too deeply",), id="deep-json"),
+        pytest.param(
+            {"config.json": b'{"class_name": "Functional", "config": {"layers": []}}', "model.weights.h5": (b"\0" * 2**20, 100)},
+            ("model.weights.h5", "zip bomb"),
+            id="weights-bomb",
+        ),
+        pytest.param(
+            {"config.json": b'{"class_name": "Functional", "config": {"layers": []}}', "model.weights.h5": b"x", "assets/blob": (b"\0" * 2**20, 100)},
+            ("assets/blob", "zip bomb"),
+            id="asset-bomb",
+        ),
     ],
 )
 def test_hostile_keras_archives_are_one_line(tmp_path, val, members, needles):
