@@ -249,7 +249,7 @@ class Dataset:
                 size = f.stat().st_size
             except OSError:
                 size = -1
-            h.update(f"{rel}\t{label}\t{size}\n".encode())
+            h.update(f"{rel}\t{label}\t{size}\n".encode("utf-8", "surrogateescape"))  # names that are not UTF-8 too
         return h.hexdigest()
 
     def describe(self) -> dict[str, Any]:

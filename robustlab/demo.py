@@ -165,6 +165,41 @@ def _prepare_out(out: Path, force: bool) -> None:
         raise RobustlabError("exists and is not a robustlab demo folder", thing=out, fix="choose another --out, or pass --force to replace it")
 
 
+def _make_demo_data(work: Path, seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write ``work/data/{train,val,test}/{real,fake}/*.png``; returns the arrays of each split."""
+    arrays = {}
+    for name, (n, sub) in {"train": (n_train, 1), "val": (n_val, 2), "test": (n_test, 3)}.items():
+        x, y = make_images(n, seed=seed * 10 + sub)
+        write_split(work / "data" / name, x, y, name)
+        arrays[name] = (x, y)
+    return arrays
+
+
+def _train_demo_detector(work: Path, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int) -> dict[str, list[float]]:
+    """Train the demo CNN on ``x`` uint8 (N, S, S, 3), ``y`` (N,); save ``work/detector/`` (model + spec)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)  # weight initialisation too, not only the training order
+    model = build_model(DEMO_SIZE)
+    history = train_model(model, x, y, epochs=epochs, seed=seed)
+    det_dir = work / "detector"
+    det_dir.mkdir()
+    model.save(det_dir / "model.keras")
+    (det_dir / "detector.yaml").write_text(DETECTOR_YAML.format(size=DEMO_SIZE), encoding="utf-8")
+    return history
+
+
+def _swap_into_place(work: Path, out: Path) -> None:
+    """Move the finished ``work`` folder to ``out``; a previous demo there is removed after the swap."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time())}"
+        os.replace(out, old)
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def run_demo(
     out: "str | os.PathLike" = "reports/demo",
     *,
@@ -193,7 +228,7 @@ def run_demo(
     out = Path(out).resolve()
     _prepare_out(out, force)
     import_tf()
-    _prepare_out(out, force)
+    _prepare_out(out, force)  # again: the folder may have appeared while TensorFlow was imported
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     timings: dict[str, float] = {}
@@ -201,37 +236,14 @@ def run_demo(
         (work / DEMO_MARKER).write_text("made by robustlab demo; safe to delete\n")
         t = time.time()
         log(f"robustlab demo: making {2 * (n_train + n_val + n_test)} real/generated images ({DEMO_SIZE}x{DEMO_SIZE})")
-        splits = {"train": (n_train, 1), "val": (n_val, 2), "test": (n_test, 3)}
-        arrays = {}
-        for name, (n, sub) in splits.items():
-            x, y = make_images(n, seed=seed * 10 + sub)
-            write_split(work / "data" / name, x, y, name)
-            arrays[name] = (x, y)
+        arrays = _make_demo_data(work, seed, n_train, n_val, n_test)
         timings["make_data_seconds"] = round(time.time() - t, 2)
-
         t = time.time()
         log(f"robustlab demo: training a small CNN detector ({epochs} epochs on {2 * n_train} images)")
-        import keras
-
-        keras.utils.set_random_seed(seed)  # weight initialisation too, not only the training order
-        model = build_model(DEMO_SIZE)
-        history = train_model(model, *arrays["train"], epochs=epochs, seed=seed)
-        det_dir = work / "detector"
-        det_dir.mkdir()
-        model.save(det_dir / "model.keras")
-        (det_dir / "detector.yaml").write_text(DETECTOR_YAML.format(size=DEMO_SIZE), encoding="utf-8")
+        history = _train_demo_detector(work, *arrays["train"], epochs=epochs, seed=seed)
         timings["train_seconds"] = round(time.time() - t, 2)
-
-        # swap the new data and detector into place, then evaluate there (paths in run.json stay valid)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time())}"
-            os.replace(out, old)
-        os.replace(work, out)
+        _swap_into_place(work, out)  # then evaluate there, so the paths in run.json stay valid
         work = out
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
         t = time.time()
         log("robustlab demo: evaluating on the test split")
         det = load_detector(out / "detector" / "detector.yaml")

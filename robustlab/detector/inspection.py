@@ -160,6 +160,31 @@ def _io(det: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return inp, out
 
 
+def _describe_loaded(det: Any, report: dict[str, Any]) -> None:
+    """Add what loading ``det`` (a Detector) found to ``report``: loader, inputs/outputs, the
+    effective spec and where each inferred value came from."""
+    info = det.info
+    report["loaded"] = True
+    report["loader"] = info.get("loader")
+    report["framework"] = info.get("framework")
+    for key in ("loader_fallback", "loader_warnings", "weights_check", "weights", "load_seconds", "load_steps_seconds", "code"):
+        if info.get(key) not in (None, []):
+            report[key] = info[key]
+    if "label_encoder" in report and "label_encoder" in info:
+        report["label_encoder"]["used"] = info["label_encoder"]
+    report["inputs"], report["outputs"] = _io(det)
+    effective = det.spec.to_dict()
+    effective.update({"input_size": list(det.input_size), "output": str(det.output), "classes": list(det.classes)})
+    report["spec"] = effective
+    report["inferred"] = {
+        "input_size": info.get("input_size_from"),
+        "output": info.get("output_from"),
+        "classes": info.get("classes_from"),
+        "logits": det._logit_source,
+        "color/scale": "spec" if {"color", "scale"} & set(det.spec.said) else f"default ({det.spec.color}, {det.spec.scale}): check them with DATA",
+    }
+
+
 def inspect_detector(
     detector: "str | os.PathLike",
     data: "str | os.PathLike | None" = None,
@@ -217,26 +242,7 @@ def inspect_detector(
     except RobustlabError as exc:
         report["error"] = exc.one_line()
         return report
-    report["loaded"] = True
-    info = det.info
-    report["loader"] = info.get("loader")
-    report["framework"] = info.get("framework")
-    for key in ("loader_fallback", "loader_warnings", "weights_check", "weights", "load_seconds", "load_steps_seconds", "code"):
-        if info.get(key) not in (None, []):
-            report[key] = info[key]
-    if "label_encoder" in report and "label_encoder" in info:
-        report["label_encoder"]["used"] = info["label_encoder"]
-    report["inputs"], report["outputs"] = _io(det)
-    effective = det.spec.to_dict()
-    effective.update({"input_size": list(det.input_size), "output": str(det.output), "classes": list(det.classes)})
-    report["spec"] = effective
-    report["inferred"] = {
-        "input_size": info.get("input_size_from"),
-        "output": info.get("output_from"),
-        "classes": info.get("classes_from"),
-        "logits": det._logit_source,
-        "color/scale": "spec" if {"color", "scale"} & set(det.spec.said) else f"default ({det.spec.color}, {det.spec.scale}): check them with DATA",
-    }
+    _describe_loaded(det, report)
     if dataset is not None:
         check = preprocessing_check(det, dataset, sample=sample, seed=seed, batch_size=batch_size)
         report["preprocessing_check"] = {"data": str(data) + (f" (split {split})" if split else ""), **check.to_dict()}

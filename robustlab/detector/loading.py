@@ -2,16 +2,19 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from robustlab.detector.model import Detector, _build_logit_head, _infer_output_kind
-from robustlab.detector.spec import DetectorSpec, make_spec, read_spec
+from robustlab.detector.spec import DetectorSpec, spec_with_overrides
 from robustlab.enums import OutputKind
 from robustlab.errors import RobustlabError
 
@@ -117,28 +120,24 @@ def _one_line(exc: BaseException, limit: int = 220) -> str:
     return f"{exc.__class__.__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
-def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, Any]]:
-    """Load the model object; returns ``(model, info)``. ``model`` is callable on a float tensor.
+@dataclass
+class _LoadPlan:
+    """What :func:`_load_model` decided before any loader runs (the file was scanned, code checked)."""
 
-    Nothing runs code from the file unless ``trust_model``: the file is scanned first
-    (:mod:`robustlab.detector.safety`), Lambda layers are refused or replaced by functions the spec names,
-    ``.keras`` loads in safe mode. Keras 3 is tried first, then tf-keras (Keras 2 files); the
-    loaded weights are checked against the file, so a half-loaded model is never returned.
-    """
-    import json
-    import time
+    path: Path
+    fmt: str
+    scanned: Any  # safety.ModelFile
+    trust_model: bool
+    objects: dict[str, Any]  # custom objects passed to the loader
+    substitutes: dict[str, Any]  # Lambda layer name -> function the spec named
+    weights: Path | None
+    load_path: Path  # ``path``, or a link to it named with the suffix Keras expects
 
-    from robustlab.detector.safety import (
-        TRUST_FIX,
-        check_code,
-        file_weight_stats,
-        lambda_guard,
-        model_weight_stats,
-        scan_model_file,
-        substitute_lambdas,
-    )
 
-    t0 = time.time()
+def _plan_load(spec: DetectorSpec, trust_model: bool, info: dict[str, Any]) -> _LoadPlan:
+    """Scan the file, import the custom objects, refuse code without trust, find the weights."""
+    from robustlab.detector.safety import check_code, scan_model_file
+
     path = spec.model
     fmt = detect_format(path)
     scanned = scan_model_file(path, fmt)
@@ -147,8 +146,8 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
     substitutes = {n: o for n, o in custom.items() if n in lambda_names}
     objects = {n: o for n, o in custom.items() if n not in substitutes}
     notes = check_code(scanned, trusted=trust_model, substitutes=substitutes, custom_names=set(objects))
+    info.update({"format": fmt, "path": str(path), "file": scanned.describe(), "code": notes})
     weights = spec.weights
-    info: dict[str, Any] = {"format": fmt, "path": str(path), "file": scanned.describe(), "code": notes}
     if fmt == "json" and weights is None:
         weights = _weights_beside(path)
         if weights is None:
@@ -162,96 +161,145 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
         if fmt == "savedmodel":
             raise RobustlabError("weights: does not apply to a SavedModel folder", thing=spec.source or path, fix="remove weights: from the spec")
         info["weights"] = str(weights)
-
     suffix = {"h5": ".h5", "keras": ".keras"}.get(fmt)
     load_path = path if suffix is None or path.suffix.lower() in (suffix, ".hdf5") else _with_suffix(path, suffix)
+    return _LoadPlan(path, fmt, scanned, trust_model, objects, substitutes, weights, load_path)
 
-    def keras_h5(k: Any) -> Any:
-        co = {**objects, "Lambda": lambda_guard(k, substitutes, trust_model)}
-        return k.models.load_model(str(load_path), custom_objects=co, compile=False, safe_mode=not trust_model)
 
-    def keras_zip(k: Any) -> Any:
-        if substitutes:
-            cfg, extra = substitute_lambdas(scanned.config or {}, substitutes)
-            with _safe_mode_scope(k, not trust_model):
-                model = k.models.model_from_json(json.dumps(cfg), custom_objects={**objects, **extra})
-            model.load_weights(str(load_path))
-            return model
-        return k.models.load_model(str(load_path), custom_objects=objects or None, compile=False, safe_mode=not trust_model)
+# --------------------------------------------------------------------------- one loader per format
 
-    def arch_json(k: Any) -> Any:
-        cfg, extra = substitute_lambdas(scanned.config or {}, substitutes)
-        co = {**objects, **extra, "Lambda": lambda_guard(k, substitutes, trust_model)}
-        with _safe_mode_scope(k, not trust_model):
-            return k.models.model_from_json(json.dumps(cfg), custom_objects=co)
 
-    build = {"h5": keras_h5, "keras": keras_zip, "json": arch_json}.get(fmt)
-    if build is None:  # savedmodel: a TensorFlow graph, no Python code from the folder runs
-        import keras
+def _build_h5(k: Any, plan: _LoadPlan) -> Any:
+    """An HDF5 model file: ``load_model`` with Lambda layers guarded (refused or substituted)."""
+    from robustlab.detector.safety import lambda_guard
 
-        try:
-            model = _saved_model_layer(path, keras)
-        except RobustlabError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise RobustlabError(f"cannot load SavedModel: {_one_line(exc)}", thing=path, fix="check the folder (saved_model.pb and variables/)") from None
-        info["loader"] = f"keras {keras.__version__} TFSMLayer ({model.call_endpoint}; TensorFlow graph, no Python code)"
-        info["framework"] = "tensorflow"
-        info["load_seconds"] = round(time.time() - t0, 3)
-        return model, info
+    co = {**plan.objects, "Lambda": lambda_guard(k, plan.substitutes, plan.trust_model, plan.path)}
+    return k.models.load_model(str(plan.load_path), custom_objects=co, compile=False, safe_mode=not plan.trust_model)
 
+
+def _build_keras(k: Any, plan: _LoadPlan) -> Any:
+    """A ``.keras`` archive: ``load_model`` in safe mode, or config + weights when Lambdas are substituted."""
+    from robustlab.detector.safety import substitute_lambdas
+
+    if plan.substitutes:
+        cfg, extra = substitute_lambdas(plan.scanned.config or {}, plan.substitutes)
+        with _safe_mode_scope(k, not plan.trust_model):
+            model = k.models.model_from_json(json.dumps(cfg), custom_objects={**plan.objects, **extra})
+        model.load_weights(str(plan.load_path))
+        return model
+    return k.models.load_model(str(plan.load_path), custom_objects=plan.objects or None, compile=False, safe_mode=not plan.trust_model)
+
+
+def _build_json(k: Any, plan: _LoadPlan) -> Any:
+    """An architecture JSON (weights are loaded by the caller)."""
+    from robustlab.detector.safety import lambda_guard, substitute_lambdas
+
+    cfg, extra = substitute_lambdas(plan.scanned.config or {}, plan.substitutes)
+    co = {**plan.objects, **extra, "Lambda": lambda_guard(k, plan.substitutes, plan.trust_model, plan.path)}
+    with _safe_mode_scope(k, not plan.trust_model):
+        return k.models.model_from_json(json.dumps(cfg), custom_objects=co)
+
+
+_KERAS_BUILDERS: dict[str, Callable[[Any, _LoadPlan], Any]] = {"h5": _build_h5, "keras": _build_keras, "json": _build_json}
+
+
+def _loader_how(plan: _LoadPlan) -> str:
+    if plan.fmt == "keras" and plan.substitutes:
+        return "model_from_json + load_weights (Lambda replaced)"
+    return {"h5": "load_model (HDF5)", "keras": f"load_model (.keras, safe_mode={not plan.trust_model})", "json": "model_from_json + load_weights"}[plan.fmt]
+
+
+def _load_saved_model(plan: _LoadPlan, info: dict[str, Any]) -> Any:
+    """A SavedModel folder as a TFSMLayer: a TensorFlow graph (checked op by op), no Python code."""
     import keras
 
-    frameworks: list[Any] = [keras]
+    try:
+        model = _saved_model_layer(plan.path, keras)
+    except RobustlabError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise RobustlabError(f"cannot load SavedModel: {_one_line(exc)}", thing=plan.path, fix="check the folder (saved_model.pb and variables/)") from None
+    info["loader"] = f"keras {keras.__version__} TFSMLayer ({model.call_endpoint}; TensorFlow graph, no Python code)"
+    info["framework"] = "tensorflow"
+    return model
+
+
+def _frameworks() -> list[Any]:
+    """Keras 3, then tf-keras (which reads Keras 2 files Keras 3 cannot)."""
+    import keras
+
+    found: list[Any] = [keras]
     try:
         import tf_keras
 
-        frameworks.append(tf_keras)
+        found.append(tf_keras)
     except ImportError:  # pragma: no cover - tf-keras is a dependency
         pass
+    return found
+
+
+def _weights_mismatch(model: Any, plan: _LoadPlan, info: dict[str, Any]) -> str | None:
+    """Compare the loaded weights with the file's; a message when they differ (a half-loaded model)."""
+    from robustlab.detector.safety import file_weight_stats, model_weight_stats
+
+    source = plan.weights if plan.weights is not None else plan.path
+    fmt = plan.fmt if plan.weights is None else ("keras" if detect_format(plan.weights) == "keras" else "h5")
+    want = file_weight_stats(source, fmt)
+    if want is None:
+        return None
+    have = model_weight_stats(model)
+    if not want.matches(have):
+        return f"loaded weights do not match the file ({have.values:,} values loaded, {want.values:,} in {source.name})"
+    info["weights_check"] = f"{have.arrays} arrays, {have.values:,} values match {source.name}"
+    return None
+
+
+def _load_keras_model(plan: _LoadPlan, info: dict[str, Any], steps: dict[str, float]) -> Any:
+    """Try each Keras framework in turn; the first whose weights match the file wins."""
+    import keras
+
+    build = _KERAS_BUILDERS[plan.fmt]
     failures: list[str] = []
-    steps: dict[str, float] = {"scan": round(time.time() - t0, 3)}
-    for k in frameworks:
+    for k in _frameworks():
         label = f"{'keras' if k is keras else 'tf_keras'} {k.__version__}"
         t = time.time()
         try:
             with warnings.catch_warnings(record=True) as caught:  # kept in info, not printed
                 warnings.simplefilter("always")
-                model = build(k)
-                if weights is not None:
-                    model.load_weights(str(weights))
+                model = build(k, plan)
+                if plan.weights is not None:
+                    model.load_weights(str(plan.weights))
         except RobustlabError:
             raise
         except Exception as exc:  # noqa: BLE001 - try the next loader, report all if none works
             failures.append(f"{label}: {_one_line(exc, 160)}")
+            continue
+        finally:
             steps[label.split(" ")[0]] = round(time.time() - t, 3)
-            continue
-        steps[label.split(" ")[0]] = round(time.time() - t, 3)
         t = time.time()
-        source = weights if weights is not None else path
-        want = file_weight_stats(source, fmt if weights is None else ("keras" if detect_format(weights) == "keras" else "h5"))
-        have = model_weight_stats(model)
-        if want is not None and not want.matches(have):
-            failures.append(f"{label}: loaded weights do not match the file ({have.values:,} values loaded, {want.values:,} in {source.name})")
+        mismatch = _weights_mismatch(model, plan, info)
+        if mismatch is not None:
+            failures.append(f"{label}: {mismatch}")
             continue
-        how = {"h5": "load_model (HDF5)", "keras": "load_model (.keras, safe_mode=%s)" % (not trust_model), "json": "model_from_json + load_weights"}[fmt]
-        if fmt == "keras" and substitutes:
-            how = "model_from_json + load_weights (Lambda replaced)"
-        written = f"Keras {scanned.keras_version} file" if scanned.keras_version else "file"
-        info["loader"] = f"{label} {how}" + (f" (fallback: keras {keras.__version__} could not read this {written})" if failures else "")
+        steps["weights_check"] = round(time.time() - t, 3)
+        written = f"Keras {plan.scanned.keras_version} file" if plan.scanned.keras_version else "file"
+        info["loader"] = f"{label} {_loader_how(plan)}" + (f" (fallback: keras {keras.__version__} could not read this {written})" if failures else "")
         info["framework"] = "keras" if k is keras else "tf_keras"
         if failures:
             info["loader_fallback"] = failures
         messages = list(dict.fromkeys(" ".join(str(w.message).split())[:200] for w in caught))
         if messages:
             info["loader_warnings"] = messages[:5]
-        if want is not None:
-            info["weights_check"] = f"{have.arrays} arrays, {have.values:,} values match {source.name}"
-        steps["weights_check"] = round(time.time() - t, 3)
-        info["load_seconds"] = round(time.time() - t0, 3)
-        info["load_steps_seconds"] = steps
-        return model, info
+        return model
+    raise _load_failure(plan, failures)
+
+
+def _load_failure(plan: _LoadPlan, failures: list[str]) -> RobustlabError:
+    """The one-line error when no framework could load the file, with the likeliest fix."""
+    from robustlab.detector.safety import TRUST_FIX
+
     text = "; ".join(failures)
+    scanned = plan.scanned
     fix = "check the file; the scan found no code to trust" if not (scanned.lambdas or scanned.custom_classes) else "check the custom_objects in the spec"
     if "marshal" in text.lower():
         fix = "the Lambda layer's bytecode was written by another Python version; replace it in the spec's custom_objects (e.g. RescaleGAP: robustlab.layers:rescale_gap)"
@@ -259,7 +307,30 @@ def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, A
         fix = f"the model holds Python code; {TRUST_FIX}"
     elif "do not match" in text:
         fix = "the weights file does not belong to this architecture (refusing a half-loaded model)"
-    raise RobustlabError(f"cannot load model ({scanned.saved_by}): {text}", thing=path, fix=fix)
+    return RobustlabError(f"cannot load model ({scanned.saved_by}): {text}", thing=plan.path, fix=fix)
+
+
+def _load_model(spec: DetectorSpec, trust_model: bool) -> tuple[Any, dict[str, Any]]:
+    """Load the model object; returns ``(model, info)``. ``model`` is callable on a float tensor.
+
+    Nothing runs code from the file unless ``trust_model``: the file is scanned first
+    (:mod:`robustlab.detector.safety`), Lambda layers are refused or replaced by functions the spec names,
+    ``.keras`` loads in safe mode, SavedModel graphs are checked op by op. Keras 3 is tried first,
+    then tf-keras (Keras 2 files); the loaded weights are checked against the file, so a
+    half-loaded model is never returned.
+    """
+    t0 = time.time()
+    info: dict[str, Any] = {}
+    plan = _plan_load(spec, trust_model, info)
+    if plan.fmt == "savedmodel":
+        model = _load_saved_model(plan, info)
+        info["load_seconds"] = round(time.time() - t0, 3)
+        return model, info
+    steps: dict[str, float] = {"scan": round(time.time() - t0, 3)}
+    model = _load_keras_model(plan, info, steps)
+    info["load_seconds"] = round(time.time() - t0, 3)
+    info["load_steps_seconds"] = steps
+    return model, info
 
 
 def _with_suffix(path: Path, suffix: str) -> Path:
@@ -359,26 +430,8 @@ def _model_io_shapes(model: Any, info: dict[str, Any]) -> tuple[tuple, tuple | N
     return _tensor_shape(specs[0]), None
 
 
-def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: bool = False, **overrides: Any) -> Detector:
-    """Load a detector from a spec YAML, a bare model path, or a :class:`DetectorSpec`.
-
-    ``overrides`` are spec keys (``input_size``, ``scale``, ``color``, ``output``, ``classes``,
-    ``positive``, ``threshold``, ``resize``, ``weights``, ``name``); ``None`` values are ignored.
-    """
-    from robustlab._tf import import_tf
-
-    import_tf()
-    if isinstance(detector, DetectorSpec):
-        spec = detector
-        if overrides:
-            merged = {**{k: v for k, v in spec.to_dict().items() if v is not None}, **{k: v for k, v in overrides.items() if v is not None}}
-            spec = make_spec(merged, base_dir=Path.cwd(), source=spec.source)
-    else:
-        spec = read_spec(detector, overrides)
-    if not spec.model.exists():
-        raise RobustlabError("model file not found", thing=spec.model, fix="fix `model:` in the spec (relative paths are relative to the spec file)")
-    if spec.weights is not None and not spec.weights.exists():
-        raise RobustlabError("weights file not found", thing=spec.weights, fix="fix `weights:` in the spec")
+def _encoder_to_read(spec: DetectorSpec, trust_model: bool) -> tuple[Path | None, str | None, bool]:
+    """The label encoder, how it was found, and whether it sets the class order (then it needs trust)."""
     encoder, encoder_how = label_encoder_path(spec)
     if encoder is not None and not encoder.is_file():
         raise RobustlabError("label encoder file not found", thing=encoder, fix="fix `label_encoder:` in the spec (relative paths are relative to the spec file)")
@@ -392,11 +445,12 @@ def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: 
             thing=encoder,
             fix="pass --trust-model to read it (robustlab reads only LabelBinarizer data from it), or set classes: in the spec",
         )
-    model, info = _load_model(spec, trust_model)
-    if encoder is not None and not read_encoder:
-        info["label_encoder"] = f"{encoder.name} beside the model not read: the spec sets classes"
+    return encoder, encoder_how, read_encoder
+
+
+def _input_size(spec: DetectorSpec, in_shape: tuple, info: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) the images are resized to: the spec's, else the model's fixed input size."""
     thing = str(spec.model)
-    in_shape, out_shape = _model_io_shapes(model, info)
     if len(in_shape) != 4 or in_shape[-1] not in (3, None):
         raise RobustlabError(
             f"the model's input shape {in_shape[1:]} is not an image (H, W, 3)",
@@ -407,27 +461,36 @@ def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: 
     if size is None:
         if in_shape[1] is None or in_shape[2] is None:
             raise RobustlabError("the model's input size is not fixed", thing=thing, fix="set input_size: [H, W] in the spec or pass --input-size")
-        size = (int(in_shape[1]), int(in_shape[2]))
         info["input_size_from"] = "model input shape"
-    else:
-        info["input_size_from"] = "spec"
-        if in_shape[1] is not None and (in_shape[1], in_shape[2]) != size:
-            raise RobustlabError(
-                f"input_size {size[0]}x{size[1]} does not match the model's fixed input {in_shape[1]}x{in_shape[2]}",
-                thing=spec.source or thing,
-                fix="remove input_size from the spec or correct it",
-            )
+        return (int(in_shape[1]), int(in_shape[2]))
+    info["input_size_from"] = "spec"
+    if in_shape[1] is not None and (in_shape[1], in_shape[2]) != size:
+        raise RobustlabError(
+            f"input_size {size[0]}x{size[1]} does not match the model's fixed input {in_shape[1]}x{in_shape[2]}",
+            thing=spec.source or thing,
+            fix="remove input_size from the spec or correct it",
+        )
+    return size
 
+
+def _probe_outputs(spec: DetectorSpec, model: Any, info: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+    """The model's outputs on two seeded random images, float64 (2, units), preprocessed as the spec says."""
+    import tensorflow as tf
+
+    det_tmp = Detector(spec, model, info, size, OutputKind.LOGITS, ("fake",), 1)
+    x = tf.constant(np.random.default_rng(0).random((2, *size, 3), np.float32))
+    out = model(det_tmp.preprocess(x), training=False)
+    if isinstance(out, Mapping):
+        out = next(iter(out.values()))
+    return np.asarray(out, np.float64).reshape(2, -1)
+
+
+def _output_units_and_kind(spec: DetectorSpec, model: Any, info: dict[str, Any], size: tuple[int, int], out_shape: tuple | None) -> tuple[int, OutputKind]:
+    """Number of output units (1 or 2) and the output kind (the spec's, else inferred)."""
+    thing = str(spec.model)
     probe = None
     if out_shape is None or spec.output is None:
-        import tensorflow as tf
-
-        det_tmp = Detector(spec, model, info, size, OutputKind.LOGITS, ("fake",), 1)
-        x = tf.constant(np.random.default_rng(0).random((2, *size, 3), np.float32))
-        out = model(det_tmp.preprocess(x), training=False)
-        if isinstance(out, Mapping):
-            out = next(iter(out.values()))
-        probe = np.asarray(out, np.float64).reshape(2, -1)
+        probe = _probe_outputs(spec, model, info, size)
         if out_shape is None:
             out_shape = (None, probe.shape[-1])
     units = int(np.prod([d for d in out_shape[1:] if d is not None])) if len(out_shape) > 1 else 1
@@ -445,28 +508,54 @@ def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: 
         info["output_from"] = "spec"
     if kind is OutputKind.SOFTMAX and units == 1:
         raise RobustlabError("output: softmax with 1 unit", thing=spec.source or thing, fix="use output: sigmoid (or logits) for a 1-unit model")
+    return units, kind
+
+
+def _output_classes(spec: DetectorSpec, units: int, encoder: Path | None, encoder_how: str | None, read_encoder: bool, info: dict[str, Any]) -> tuple[str, ...]:
+    """What the output units mean, in order: from the label encoder, the spec, or the default."""
+    thing = spec.source or str(spec.model)
     classes = spec.classes
     if read_encoder:
         assert encoder is not None
         from_encoder, how = classes_from_label_encoder(encoder, units)
         info["label_encoder"] = f"{encoder} ({encoder_how})"
         if classes is not None and tuple(classes) != from_encoder:
-            raise RobustlabError(
-                f"classes {list(classes)} in the spec disagree with the label encoder ({how})",
-                thing=spec.source or thing,
-                fix="remove classes: or label_encoder: from the spec",
-            )
-        classes = from_encoder
+            raise RobustlabError(f"classes {list(classes)} in the spec disagree with the label encoder ({how})", thing=thing, fix="remove classes: or label_encoder: from the spec")
         info["classes_from"] = how
-    elif classes is None:
-        classes = ("fake",) if units == 1 else ("real", "fake")
+        return from_encoder
+    if classes is None:
         info["classes_from"] = "default: 1 unit = P(fake); 2 units = [real, fake]"
-    else:
-        info["classes_from"] = "spec"
-        if units == 2 and len(classes) != 2:
-            raise RobustlabError(f"classes {list(classes)} name {len(classes)} class(es) for a 2-unit output", thing=spec.source or thing, fix="list both, in output order, e.g. [fake, real]")
-        if units == 1 and len(classes) != 1:
-            raise RobustlabError(f"classes {list(classes)} name 2 classes for a 1-unit output", thing=spec.source or thing, fix="list the class the unit's probability is for, e.g. [fake] or [real]")
+        return ("fake",) if units == 1 else ("real", "fake")
+    info["classes_from"] = "spec"
+    if units == 2 and len(classes) != 2:
+        raise RobustlabError(f"classes {list(classes)} name {len(classes)} class(es) for a 2-unit output", thing=thing, fix="list both, in output order, e.g. [fake, real]")
+    if units == 1 and len(classes) != 1:
+        raise RobustlabError(f"classes {list(classes)} name 2 classes for a 1-unit output", thing=thing, fix="list the class the unit's probability is for, e.g. [fake] or [real]")
+    return tuple(classes)
+
+
+def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: bool = False, **overrides: Any) -> Detector:
+    """Load a detector from a spec YAML, a bare model path, or a :class:`DetectorSpec`.
+
+    ``overrides`` are spec keys (``input_size``, ``scale``, ``color``, ``output``, ``classes``,
+    ``positive``, ``threshold``, ``resize``, ``weights``, ``name``); ``None`` values are ignored.
+    """
+    from robustlab._tf import import_tf
+
+    import_tf()
+    spec = spec_with_overrides(detector, overrides)
+    if not spec.model.exists():
+        raise RobustlabError("model file not found", thing=spec.model, fix="fix `model:` in the spec (relative paths are relative to the spec file)")
+    if spec.weights is not None and not spec.weights.exists():
+        raise RobustlabError("weights file not found", thing=spec.weights, fix="fix `weights:` in the spec")
+    encoder, encoder_how, read_encoder = _encoder_to_read(spec, trust_model)
+    model, info = _load_model(spec, trust_model)
+    if encoder is not None and not read_encoder:
+        info["label_encoder"] = f"{encoder.name} beside the model not read: the spec sets classes"
+    in_shape, out_shape = _model_io_shapes(model, info)
+    size = _input_size(spec, in_shape, info)
+    units, kind = _output_units_and_kind(spec, model, info, size, out_shape)
+    classes = _output_classes(spec, units, encoder, encoder_how, read_encoder, info)
     head = _build_logit_head(model, kind)
-    det = Detector(spec, model, info, size, kind, tuple(classes), units, "pre-activation of the last Dense layer" if head else ("model logits" if kind is OutputKind.LOGITS else "log-probabilities"), head)
-    return det
+    logits_from = "pre-activation of the last Dense layer" if head else ("model logits" if kind is OutputKind.LOGITS else "log-probabilities")
+    return Detector(spec, model, info, size, kind, classes, units, logits_from, head)

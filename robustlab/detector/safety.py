@@ -39,6 +39,11 @@ JOBLIB_FIX = "save the LabelBinarizer with pickle.dump(lb, open('label_transform
 # Layer classes that Keras 2 (tf-keras) files use and that are not in keras.layers / tf_keras.layers.
 _KERAS_INTERNAL_CLASSES = {"Functional", "Sequential", "Model", "InputLayer", "TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer", "KerasLayer"}
 _MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+# Archive members are read into memory: their declared sizes are checked first (zip bombs).
+# (declared size limit, inflation ratio limit): JSON compresses ~10-50x, float weights hardly at
+# all (Keras stores them uncompressed); only near-constant filler inflates ~1000x (deflate's maximum).
+JSON_MEMBER = (64 * 2**20, 200)  # config.json / metadata.json: a large model's config is a few MB
+WEIGHTS_MEMBER = (16 * 2**30, 900)  # model.weights.h5
 
 
 # --------------------------------------------------------------------------- model files
@@ -71,6 +76,7 @@ class ModelFile:
     custom_classes: list[tuple[str, str]] = field(default_factory=list)  # (layer name, class[@module])
     tf_op_layers: list[str] = field(default_factory=list)  # "name: tf.math.truediv"
     other_code: list[str] = field(default_factory=list)  # bytecode found outside Lambda functions
+    graph_ops: list["GraphOp"] = field(default_factory=list)  # SavedModel ops outside the allow-list
     has_weights: bool = True
 
     @property
@@ -93,6 +99,7 @@ class ModelFile:
             "custom_classes": [f"{n}: {c}" for n, c in self.custom_classes],
             "tf_op_layers": list(self.tf_op_layers),
             "other_code": list(self.other_code),
+            "graph_ops": [f"{g.op} ({g.node} in {g.function}): {g.why}" for g in self.graph_ops],
         }
 
 
@@ -161,11 +168,13 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
         try:
             with zipfile.ZipFile(path) as z:
                 names = set(z.namelist())
+                for member in z.infolist():  # Keras inflates them all when it loads the file
+                    _checked_member(member, path, *(JSON_MEMBER if member.filename.endswith(".json") else WEIGHTS_MEMBER))
                 if "config.json" not in names:
                     raise RobustlabError("a .keras archive without config.json", thing=path, fix="save the model again with model.save('x.keras')")
-                mf.config = _parse_json(z.read("config.json").decode("utf-8", "replace"), path)
+                mf.config = _parse_json(_read_member(z, "config.json", path, *JSON_MEMBER).decode("utf-8", "replace"), path)
                 if "metadata.json" in names:
-                    meta = _parse_json(z.read("metadata.json").decode("utf-8", "replace"), path)
+                    meta = _parse_json(_read_member(z, "metadata.json", path, *JSON_MEMBER).decode("utf-8", "replace"), path)
                     mf.keras_version = _attr_text(meta.get("keras_version"))
                 mf.has_weights = "model.weights.h5" in names or "model.weights.npz" in names
         except zipfile.BadZipFile:
@@ -182,17 +191,46 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
         mf.backend = _attr_text(mf.config.get("backend"))
         mf.has_weights = False
     elif fmt == "savedmodel":
+        mf.graph_ops = scan_saved_model_graph(path)
         return mf
     if mf.config is not None:
         if not isinstance(mf.config, Mapping) or "class_name" not in mf.config:
             raise RobustlabError("is not a Keras model config (no class_name)", thing=path, fix="give a file written by model.to_json() or model.save()")
-        _walk_model(mf.config, mf, top=True)
+        try:
+            _walk_model(mf.config, mf, top=True)
+        except RecursionError:
+            raise RobustlabError("the model config is nested too deeply to be a Keras model", thing=path, fix="give a file written by model.save() or model.to_json()") from None
     return mf
+
+
+def _read_member(z: zipfile.ZipFile, name: str, thing: Path, limit: int, max_ratio: int) -> bytes:
+    """The bytes of archive member ``name``, after checking the size it declares against ``limit``
+    and its inflation (declared / compressed size, members over 1 MiB) against ``max_ratio``: a zip
+    bomb is refused before anything is inflated, and no more than the declared size is read."""
+    info = _checked_member(z.getinfo(name), thing, limit, max_ratio)
+    with z.open(info) as fh:  # reads at most file_size bytes, and checks the CRC
+        return fh.read()
+
+
+def _checked_member(info: zipfile.ZipInfo, thing: Path, limit: int, max_ratio: int) -> zipfile.ZipInfo:
+    """``info`` unless its declared size or inflation is over the limits (see :func:`_read_member`)."""
+    name = info.filename
+    ratio = info.file_size / max(1, info.compress_size)
+    if info.file_size > limit or (info.file_size > 2**20 and ratio > max_ratio):
+        raise RobustlabError(
+            f"archive member {name} would inflate to {info.file_size:,} bytes ({ratio:,.0f}x its {info.compress_size:,} compressed bytes): "
+            f"refused as a zip bomb (limit {limit:,} bytes, {max_ratio}x)",
+            thing=thing,
+            fix="use a .keras file written by model.save(); do not load archives from untrusted sources",
+        )
+    return info
 
 
 def _parse_json(text: str, thing: Path) -> dict[str, Any]:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise RobustlabError("JSON nested too deeply to be a model config", thing=thing, fix="give a file written by model.to_json()") from None
     except json.JSONDecodeError as exc:
         raise RobustlabError(f"not valid JSON (line {exc.lineno}, column {exc.colno}): truncated or not a model config", thing=thing, fix="give a file written by model.to_json()") from None
     if not isinstance(value, dict):
@@ -245,13 +283,44 @@ def _lambda_of(name: str, cfg: Mapping[str, Any]) -> LambdaLayer:
     return LambdaLayer(name, f"function {fname}{where}", fname, out_code)
 
 
+def _layer_list(cfg: Mapping[str, Any]) -> list[Any] | None:
+    """The layers of a model config in any layout Keras reads: ``{"config": {"layers": [...]}}``
+    (Functional, Sequential, Keras 3), or the Keras 1 / 2.0-2.2 Sequential ``{"config": [...]}``."""
+    inner = cfg.get("config")
+    if isinstance(inner, list):
+        return inner
+    if isinstance(inner, Mapping) and isinstance(inner.get("layers"), list):
+        return inner["layers"]
+    return None
+
+
+_WRAPPED_KEYS = ("layer", "forward_layer", "backward_layer", "cell")  # TimeDistributed, Bidirectional, RNN
+
+
+def _inner_layers(lcfg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Layers a wrapper layer holds in its config (TimeDistributed, Bidirectional, RNN cells)."""
+    found = [lcfg[k] for k in _WRAPPED_KEYS if isinstance(lcfg.get(k), Mapping)]
+    cells = lcfg.get("cells")
+    if isinstance(cells, list):  # StackedRNNCells
+        found.extend(c for c in cells if isinstance(c, Mapping))
+    return found
+
+
 def _walk_model(cfg: Mapping[str, Any], mf: ModelFile, *, top: bool) -> None:
-    inner = cfg.get("config") if isinstance(cfg.get("config"), Mapping) else {}
-    layers = inner.get("layers") if isinstance(inner, Mapping) else None
-    if not isinstance(layers, list):
-        return
-    if top:
-        mf.top_layers = len(layers)
+    """Record the layers of the model config ``cfg`` in ``mf``; then look through the whole config
+    for Lambda layers in places no layout above reaches, so none is hidden from :func:`check_code`."""
+    layers = _layer_list(cfg)
+    seen: set[int] = set()
+    if layers is not None:
+        if top:
+            mf.top_layers = len(layers)
+        _walk_layers(layers, mf, seen)
+    for name, lcfg in _lambda_configs(cfg):
+        if id(lcfg) not in seen:
+            mf.lambdas.append(_lambda_of(name, lcfg))
+
+
+def _walk_layers(layers: list[Any], mf: ModelFile, seen: set[int]) -> None:
     for layer in layers:
         if not isinstance(layer, Mapping):
             continue
@@ -261,22 +330,157 @@ def _walk_model(cfg: Mapping[str, Any], mf: ModelFile, *, top: bool) -> None:
         mf.layer_count += 1
         module = str(layer.get("module") or "")
         registered = str(layer.get("registered_name") or "")
+        nested = _layer_list(layer)
         if cls == "Lambda":
+            seen.add(id(lcfg))
             mf.lambdas.append(_lambda_of(name, lcfg))
         elif cls in ("TFOpLambda", "SlicingOpLambda"):
             mf.tf_op_layers.append(f"{name}: tf.{lcfg.get('function', '?')}")
-        elif cls in _MODEL_CLASSES or isinstance(lcfg.get("layers"), list):
+        elif cls in _MODEL_CLASSES or nested is not None:
             mf.nested_models.append(name)
-            _walk_model(layer, mf, top=False)
+            _walk_layers(nested or [], mf, seen)
             continue
         elif ">" in registered or (module and not module.startswith(("keras", "tf_keras"))) or not _known_layer_class(cls):
             mf.custom_classes.append((name, cls + (f" from {module}" if module and not module.startswith(("keras", "tf_keras")) else "")))
-        else:
-            if _contains_bytecode(lcfg):
-                mf.other_code.append(f"{name} ({cls})")
-        wrapped = lcfg.get("layer")
-        if isinstance(wrapped, Mapping):  # TimeDistributed, Bidirectional...
-            _walk_model({"config": {"layers": [wrapped]}}, mf, top=False)
+        elif _contains_bytecode(lcfg):
+            mf.other_code.append(f"{name} ({cls})")
+        _walk_layers(_inner_layers(lcfg), mf, seen)
+
+
+def _lambda_configs(obj: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every ``{"class_name": "Lambda", "config": {...}}`` anywhere in a JSON value: (name, config)."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Mapping):
+            inner = o.get("config")
+            if o.get("class_name") == "Lambda" and isinstance(inner, Mapping):
+                yield str(inner.get("name") or o.get("name") or "Lambda"), inner
+            stack.extend(o.values())
+        elif isinstance(o, list):
+            stack.extend(o)
+
+
+# --------------------------------------------------------------------------- SavedModel graphs
+
+# A SavedModel graph is code: its ops run when the serving function is called. Allowed without
+# --trust-model: ops TensorFlow registers as stateless (pure functions of their inputs), minus
+# _GRAPH_DENIED, plus the stateful ops in _GRAPH_STATEFUL_OK; checkpoint ops only in the
+# functions the SavedModel's saver runs (restoring variables/ is how every SavedModel loads).
+_GRAPH_STATEFUL_OK = {
+    # variables and resources
+    "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp",
+    "VarIsInitializedOp", "DestroyResourceOp", "DisableCopyOnRead", "ResourceGather", "ResourceGatherNd",
+    "VariableV2", "Variable", "Assign", "AssignAdd", "AssignSub", "IsVariableInitialized",
+    # calls and control flow (the functions they call are scanned too)
+    "StatefulPartitionedCall", "PartitionedCall", "While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase",
+    "NoOp", "Placeholder", "PlaceholderWithDefault", "Assert", "CheckNumerics", "CheckNumericsV2",
+    # random numbers (dropout, augmentation layers)
+    "RandomUniform", "RandomUniformInt", "RandomStandardNormal", "TruncatedNormal", "RandomShuffle",
+    "StatefulUniform", "StatefulUniformInt", "StatefulStandardNormalV2", "StatefulTruncatedNormal", "RngReadAndSkip",
+    "RngSkip", "RandomGammaGrad", "RandomGamma", "RandomPoisson", "RandomPoissonV2", "Multinomial",
+    # lookup tables (StringLookup, IntegerLookup preprocessing)
+    "HashTable", "HashTableV2", "MutableHashTableV2", "MutableDenseHashTableV2", "LookupTableFindV2",
+    "LookupTableInsertV2", "LookupTableSizeV2", "LookupTableImportV2", "LookupTableExportV2", "AnonymousHashTable",
+    "InitializeTableV2", "LookupTableRemoveV2",
+}  # fmt: skip
+_GRAPH_CHECKPOINT = {"SaveV2", "RestoreV2", "MergeV2Checkpoints", "Save", "SaveSlices", "Restore", "RestoreSlice", "ShardedFilename", "ShardedFilespec"}
+_GRAPH_DENIED = {
+    "ReadFile": "reads a file", "WriteFile": "writes a file", "MatchingFiles": "lists files", "ImmutableConst": "maps a file into memory",
+    "PyFunc": "runs Python code", "PyFuncStateless": "runs Python code", "EagerPyFunc": "runs Python code",
+    "InitializeTableFromTextFile": "reads a file", "InitializeTableFromTextFileV2": "reads a file",
+    "DecodeProtoV2": "reads protobuf descriptors from files", "LoadAndRemapMatrix": "reads a checkpoint",
+    "DebugIdentity": "writes debug dumps", "DebugIdentityV2": "writes debug dumps", "DebugIdentityV3": "writes debug dumps",
+}  # fmt: skip
+_GRAPH_DENIED_WORDS = re.compile(r"(File|Record|Reader|Dataset|Iterator|Summary|Rpc|Socket|Checkpoint|Snapshot)")
+_PRINT_STREAMS = {"stderr", "stdout", "log(info)", "log(warning)", "log(error)"}
+
+
+@dataclass(frozen=True)
+class GraphOp:
+    """An op a SavedModel graph would run that is outside the allow-list."""
+
+    op: str
+    node: str
+    function: str  # the function that holds it, or "the main graph"
+    why: str
+
+
+def _called_functions(node: Any) -> set[str]:
+    """Names of the library functions a NodeDef calls (``f``, ``body``, ``then_branch``... attrs)."""
+    names = set()
+    for attr in node.attr.values():
+        if attr.func.name:
+            names.add(attr.func.name)
+        names.update(f.name for f in attr.list.func)
+    return names
+
+
+def _saver_functions(meta: Any, library: Mapping[str, Any]) -> set[str]:
+    """The functions the saver of a MetaGraph runs (save and restore), and all they call."""
+    saver = meta.saver_def
+    roots = {saver.restore_op_name.split(":")[0], saver.save_tensor_name.split(":")[0]} - {""}
+    todo = [name for n in meta.graph_def.node if n.name in roots for name in _called_functions(n)]
+    found: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in found or name not in library:
+            continue
+        found.add(name)
+        todo.extend(c for n in library[name].node_def for c in _called_functions(n))
+    return found
+
+
+def _op_verdict(node: Any, in_saver: bool) -> str | None:
+    """None when the op may run without trust, else why not."""
+    from tensorflow.python.framework import op_def_registry
+
+    op = node.op
+    if op in _GRAPH_STATEFUL_OK:
+        return None
+    if op in _GRAPH_CHECKPOINT:
+        return None if in_saver else "reads or writes checkpoint files outside the variables restore"
+    if op in _GRAPH_DENIED:
+        return _GRAPH_DENIED[op]
+    if op == "PrintV2":
+        stream = node.attr["output_stream"].s.decode("utf-8", "replace") if "output_stream" in node.attr else "stderr"
+        return None if stream in _PRINT_STREAMS else f"prints to {stream[:60]!r}"
+    if _GRAPH_DENIED_WORDS.search(op):
+        return "does input/output"
+    op_def = op_def_registry.get(op)
+    if op_def is None:
+        return "is not an op this TensorFlow knows (a custom op library)"
+    if op_def.is_stateful:
+        return "is a stateful op outside the allow-list"
+    return None
+
+
+def scan_saved_model_graph(path: "str | Path") -> list[GraphOp]:
+    """The ops in a SavedModel folder's graphs (every MetaGraph, the main graph and all library
+    functions) that are outside the allow-list, read statically from ``saved_model.pb``."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = Path(path)
+    pb = path / "saved_model.pb"
+    saved = saved_model_pb2.SavedModel()
+    try:
+        saved.ParseFromString(pb.read_bytes())
+    except OSError as exc:
+        raise RobustlabError(f"cannot read saved_model.pb ({exc.__class__.__name__})", thing=pb, fix="check the folder and its permissions") from None
+    except (DecodeError, RuntimeWarning, ValueError):
+        raise RobustlabError("saved_model.pb is not a readable SavedModel protobuf (truncated or corrupt)", thing=pb, fix="export the model again") from None
+    found: list[GraphOp] = []
+    for meta in saved.meta_graphs:
+        library = {f.signature.name: f for f in meta.graph_def.library.function}
+        saver = _saver_functions(meta, library)
+        holders = [("the main graph", meta.graph_def.node)] + [(name, f.node_def) for name, f in library.items()]
+        for where, nodes in holders:
+            for node in nodes:
+                why = _op_verdict(node, where in saver)
+                if why is not None:
+                    found.append(GraphOp(node.op, node.name, where, why))
+    return found
 
 
 # --------------------------------------------------------------------------- refusing code
@@ -324,6 +528,16 @@ def check_code(mf: ModelFile, *, trusted: bool, substitutes: Mapping[str, Any], 
         if not trusted:
             raise RobustlabError(f"layer {mf.other_code[0]} holds Python bytecode that runs when the model is loaded", thing=thing, fix=TRUST_FIX)
         notes.append(f"Python bytecode in {', '.join(mf.other_code)} runs (--trust-model)")
+    if mf.graph_ops:
+        g = mf.graph_ops[0]
+        more = f" (and {len(mf.graph_ops) - 1} more)" if len(mf.graph_ops) > 1 else ""
+        if not trusted:
+            raise RobustlabError(
+                f"SavedModel graph holds op {g.op} (node {g.node} in function {g.function}), which {g.why}{more}; a graph is code",
+                thing=thing,
+                fix=TRUST_FIX,
+            )
+        notes.append(f"SavedModel graph ops outside the allow-list run (--trust-model): {', '.join(sorted({o.op for o in mf.graph_ops}))}")
     if mf.tf_op_layers:
         notes.append(f"{len(mf.tf_op_layers)} TensorFlow-op layer(s) (named tf functions, no Python code)")
     return notes
@@ -335,12 +549,13 @@ def _ref_of(obj: Any) -> str:
     return f"{mod}:{name}" if mod else str(name)
 
 
-def lambda_guard(framework: Any, substitutes: Mapping[str, Any], trusted: bool) -> type:
+def lambda_guard(framework: Any, substitutes: Mapping[str, Any], trusted: bool, thing: "Path | None" = None) -> type:
     """A ``Lambda`` subclass to pass as ``custom_objects["Lambda"]`` to a legacy ``.h5`` loader.
 
     ``framework`` is the ``keras`` or ``tf_keras`` module. Deserializing a Lambda layer named in
     ``substitutes`` builds a plain Lambda around that function (the file's bytecode is never
-    unmarshalled); a Python lambda from the file is deserialized only when ``trusted``.
+    unmarshalled); a Python lambda from the file is deserialized only when ``trusted``. ``thing``:
+    the model file, named in the error.
     """
     base = framework.layers.Lambda
 
@@ -354,7 +569,7 @@ def lambda_guard(framework: Any, substitutes: Mapping[str, Any], trusted: bool) 
             fn = config.get("function")
             is_lambda = config.get("function_type") == "lambda" or _contains_bytecode(fn) or config.get("output_shape_type") == "lambda"
             if is_lambda and not trusted:
-                raise RobustlabError(f"Lambda layer {name!r} holds Python bytecode", fix=TRUST_FIX)
+                raise RobustlabError(f"Lambda layer {name!r} holds Python bytecode that runs when the model is loaded", thing=thing, fix=TRUST_FIX)
             return base.from_config(config, custom_objects=custom_objects, **kwargs) if kwargs else base.from_config(config, custom_objects=custom_objects)
 
     GuardedLambda.__name__ = "Lambda"
@@ -443,7 +658,7 @@ def file_weight_stats(path: "str | Path", fmt: str) -> WeightStats | None:
             with zipfile.ZipFile(path) as z:
                 if "model.weights.h5" not in z.namelist():
                     return None
-                data = io.BytesIO(z.read("model.weights.h5"))
+                data = io.BytesIO(_read_member(z, "model.weights.h5", path, *WEIGHTS_MEMBER))
         except zipfile.BadZipFile:
             raise RobustlabError("truncated or corrupt .keras archive (bad zip file)", thing=path, fix="download or copy the file again") from None
         f = _open_h5(data, path)
