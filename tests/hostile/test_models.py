@@ -96,6 +96,7 @@ def test_savedmodel_writing_a_file_is_refused_untrusted_and_runs_trusted(tmp_pat
     ],
 )
 def test_savedmodel_graph_ops_outside_the_allow_list_are_refused(tmp_path, val, body, needles):
+    Path("/tmp/robustlab-hostile-print.txt").unlink(missing_ok=True)  # the print-to-file case's target (a fixed path in its graph)
     sm = save_module(tmp_path / "sm", body)
     refused(tmp_path, sm, val, *needles, str(sm))
     assert not Path("/tmp/robustlab-hostile-print.txt").exists()
