@@ -1,6 +1,6 @@
 """Finding, decoding and batching images; manifests; skipped-file accounting.
 
-A DATA argument (CONTRACT section 3) is a class-folder tree, a split root (``--split``), a manifest
+A DATA argument (docs/contract.md, "Data") is a class-folder tree, a split root (``--split``), a manifest
 CSV (``path,label``) or an ``.npz`` with ``x`` uint8 (N, H, W, 3) and ``y`` 0/1.
 
 Labels are **fake = 1, real = 0** here, always; a detector with ``positive: real`` flips them

@@ -35,7 +35,7 @@ ROW_FIELDS = (
 
 @dataclass(frozen=True)
 class MetricsRow:
-    """One row of ``metrics.json`` (CONTRACT section 5).
+    """One row of ``metrics.json`` (docs/contract.md, "The run folder").
 
     ``linf`` / ``l2``: mean realized perturbation of the delivered images in /255 units
     (adversarial and corrupted rows; ``None`` elsewhere).

@@ -38,7 +38,7 @@ DEFAULT_SCALE = Scale.UINT8  # what keras.applications models (EfficientNet & co
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    """What a detector spec YAML says (CONTRACT section 2). Paths are absolute.
+    """What a detector spec YAML says (docs/contract.md, "The detector spec"). Paths are absolute.
 
     ``None`` means "not said": inferred from the model when loading (input size, output kind,
     class order).
@@ -249,7 +249,7 @@ def read_spec(detector: str | os.PathLike, overrides: Mapping[str, Any] | None =
         except (OSError, UnicodeDecodeError) as exc:
             raise RobustlabError(f"cannot read ({exc.__class__.__name__})", thing=path, fix="check the file") from None
         if not isinstance(values, Mapping):
-            raise RobustlabError("a detector spec must be a YAML mapping", thing=path, fix="see CONTRACT section 2 / README")
+            raise RobustlabError("a detector spec must be a YAML mapping", thing=path, fix="see docs/contract.md (The detector spec) or the README's Detectors section")
         merged = {**values, **overrides}
         return make_spec(merged, base_dir=path.parent.resolve(), source=path.resolve())
     merged = {"model": str(path.resolve()), **overrides}
