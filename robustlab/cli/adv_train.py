@@ -105,7 +105,9 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
     In every batch a --ratio share of the images is replaced by adversarial examples made against
     the current weights (fgsm, fgsm-rs or pgd at --eps). After each epoch: validation loss,
     a catastrophic-overfitting guard (PGD vs FGSM accuracy on a validation batch), early stopping,
-    reduce-on-plateau and a checkpoint (--resume NEW continues after a kill, same result).
+    reduce-on-plateau and a checkpoint (--resume NEW continues after a kill, same result;
+    a model that needs --trust-model needs it again on --resume). A loss that becomes NaN or
+    infinite stops the run (exit 2) and publishes nothing.
 
     NEW holds model.keras, detector.yaml (the input's preprocessing and a threshold re-picked on
     VAL), history.csv/.png, train.json and before-after/ (run folders of the input detector and
@@ -116,7 +118,7 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
     log = (lambda s: echo_err(state, s))
     try:
         if resume:
-            result = _resume(ctx, state, resume, out, {"train": train, "val": val, "test": test}, kwargs, log)
+            result = _resume(ctx, state, resume, out, {"train": train, "val": val, "test": test}, kwargs, log, trust)
         else:
             if not detector or not train:
                 raise RobustlabError("DETECTOR and TRAIN are required", fix="run `robustlab adv-train DETECTOR TRAIN --val VAL --out NEW`, or `--resume NEW` to continue a run")
@@ -139,7 +141,7 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
                 progress=state.progress, log=log, command=command_line(),
             )
     except KeyboardInterrupt:
-        from robustlab.training.checkpoints import partial_dir
+        from robustlab.training.folder import partial_dir
 
         target = resume or out
         if target and partial_dir(target).exists():
@@ -157,8 +159,11 @@ def _config(state: State, kwargs: dict[str, Any]) -> Any:
     return FinetuneConfig(**{n: kwargs[n] for n in names}, batch_size=state.batch_size, seed=state.seed).validated()
 
 
-def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any) -> Any:
-    """``--resume NEW``: settings come from the checkpoint; any given again must be the same."""
+def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any, trust: bool) -> Any:
+    """``--resume NEW``: settings come from the checkpoint; any given again must be the same.
+
+    Trust is this command line's (``--trust-model`` / ``ROBUSTLAB_TRUST_MODEL``), never the checkpoint's.
+    """
     from robustlab.training.run import resume_adv_train
 
     explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
@@ -170,4 +175,4 @@ def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data
         given["batch_size"] = state.batch_size
     if out is not None and Path(out).resolve() != Path(resume).resolve():
         raise RobustlabError(f"--out {out} and --resume {resume} name different folders", fix="give only --resume NEW")
-    return resume_adv_train(resume, progress=state.progress, log=log, expect=given)
+    return resume_adv_train(resume, trust_model=trust, progress=state.progress, log=log, expect=given)
