@@ -66,13 +66,14 @@ from robustlab.training.compare import (
 )
 from robustlab.training.config import FinetuneConfig, _leaf_layers, check_trainable
 from robustlab.training.folder import (
+    CHECKPOINTS,
     FORMAT_VERSION,
     TrainingFolder,
     lock,
     partial_dir,
     read_record,
 )
-from robustlab.training.steps import prepare_training
+from robustlab.training.steps import TrainingDiverged, prepare_training
 
 Log = Callable[[str], None]
 EpochHook = Callable[[dict[str, Any]], None]
@@ -297,8 +298,9 @@ def _check_expected(record: Mapping[str, Any], config: FinetuneConfig, expect: M
 def _run(folder: TrainingFolder, record: dict[str, Any], source_detector: Any, sets: tuple[Any, Any, Any], *, trust_model: bool, progress: bool, log: Log, on_epoch_end: EpochHook | None) -> FinetuneResult:
     """Train (from the last checkpoint, if any), write the outputs, publish NEW.
 
-    A RobustlabError (bad data, a diverging loss) removes the unfinished folder: nothing is
-    published and the input model is untouched. A KeyboardInterrupt keeps it for ``--resume``.
+    A diverging loss, or a RobustlabError before the first complete epoch, removes the unfinished
+    folder: nothing is published and the input model is untouched. Other errors (a damaged
+    checkpoint, data gone mid-run) and a KeyboardInterrupt keep it for ``--resume``.
     """
     t_start = time.time()
     try:
@@ -306,8 +308,9 @@ def _run(folder: TrainingFolder, record: dict[str, Any], source_detector: Any, s
         session.train(progress=progress, on_epoch_end=on_epoch_end)
         threshold, threshold_note = session.keep_best()
         outputs = _write_outputs(session, threshold, threshold_note, time.time() - t_start, progress)
-    except RobustlabError:
-        folder.abort()
+    except RobustlabError as exc:
+        if isinstance(exc, TrainingDiverged) or not (folder.dir / CHECKPOINTS / "LATEST").exists():
+            folder.abort()  # nothing worth resuming: a diverged run, or no complete epoch yet
         raise
     comp, info = outputs
     folder.commit({k: v for k, v in info.items() if k != "history"})
