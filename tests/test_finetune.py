@@ -96,8 +96,20 @@ def finished(ft: dict[str, Path]) -> dict:
         ({"attack": "cw"}, "training attack"),
         ({"label_smoothing": 1.0}, "--label-smoothing"),
         ({"epochs": 0}, "--epochs"),
+        ({"min_lr": float("nan")}, "--min-lr nan is not a finite number"),
+        ({"lr": float("inf")}, "--lr inf is not a finite number"),
+        ({"guard_drop": float("nan")}, "--guard-drop"),
+        ({"reduce_lr_factor": float("-inf")}, "--reduce-lr-factor"),
+        ({"min_lr": -1e-6}, "--min-lr"),
+        ({"epochs": 2.5}, "--epochs 2.5 is not a whole number"),
+        ({"epochs": True}, "--epochs"),
+        ({"guard": "yes"}, "guard"),
+        ({"optimizer": 3}, "--optimizer"),
     ],
-    ids=["ratio-high", "ratio-negative", "eps-zero", "trainable", "class-weight", "optimizer", "attack", "smoothing", "epochs"],
+    ids=[
+        "ratio-high", "ratio-negative", "eps-zero", "trainable", "class-weight", "optimizer", "attack", "smoothing", "epochs",
+        "min-lr-nan", "lr-inf", "guard-drop-nan", "factor-minus-inf", "min-lr-negative", "epochs-float", "epochs-bool", "guard-string", "optimizer-number",
+    ],
 )
 def test_bad_config_is_one_line_error(changes, word):
     with pytest.raises(RobustlabError) as info:
@@ -200,18 +212,19 @@ def test_trainable_selection_and_frozen_batchnorm(ft):
 def test_training_attack_is_bounded_and_hurts(ft, attack):
     import tensorflow as tf
 
+    from robustlab.attacks.tf_backend import adversarial_examples
     from robustlab.detector.loading import load_detector
-    from robustlab.training.steps import adversarial_examples
 
     det = load_detector(ft["spec"])
     x, y = ft["x"][:24], ft["y"][:24]
-    adv = adversarial_examples(det, x, y, attack=attack, eps=EPS, pgd_steps=5, seed=(1, 2))
+    spec = small_config(attack=attack, eps=EPS, pgd_steps=5).validated().attack_spec()
+    adv = adversarial_examples(det, x, y, spec, seed=(1, 2))
     assert adv.dtype == np.float32 and adv.shape == x.shape
     assert adv.min() >= 0.0 and adv.max() <= 1.0
     x01 = x.astype(np.float32) / 255.0
     linf = np.abs(adv - x01).reshape(len(x), -1).max(axis=1)
     assert np.all(linf <= EPS + 1e-6) and linf.max() > 0.9 * EPS
-    again = adversarial_examples(det, x, y, attack=attack, eps=EPS, pgd_steps=5, seed=(1, 2))
+    again = adversarial_examples(det, x, y, spec, seed=(1, 2))
     assert np.array_equal(adv, again)  # same seed, same weights -> same images
 
     def loss(images):
@@ -337,7 +350,7 @@ def test_resume_after_a_stop_gives_the_uninterrupted_result(ft, finished):
     import keras
 
     from robustlab.detector.loading import load_detector
-    from robustlab.training.checkpoints import partial_dir
+    from robustlab.training.folder import partial_dir
     from robustlab.training.run import adv_train, resume_adv_train
 
     out = ft["root"] / "resumed"
@@ -404,26 +417,31 @@ def test_adversarial_training_raises_adversarial_accuracy(ft, tmp_path):
     assert comp[("adversarial", "pgd")]["accuracy_after"] > comp[("adversarial", "pgd")]["accuracy_before"]
 
 
-def test_no_better_epoch_keeps_the_input_weights_across_a_resume(ft):
-    """A diverging run (NaN validation loss) never improves: the input weights are kept, also after a stop + resume."""
-    import keras
-
+def test_a_diverging_loss_stops_the_run_and_publishes_nothing(ft):
+    """A loss that becomes NaN (lr 1e30) stops training with a one-line error: no NEW, no partial
+    folder left to resume, the input model untouched."""
     from robustlab.detector.loading import load_detector
-    from robustlab.training.run import adv_train, resume_adv_train
+    from robustlab.training.folder import partial_dir
+    from robustlab.training.run import adv_train
 
     out = ft["root"] / "diverged"
+    before = sha(ft["model"])
     config = small_config(epochs=2, optimizer="sgd", lr=1e30, ratio=0.0, guard=False)
+    with pytest.raises(RobustlabError, match="training diverged: the loss is nan at epoch 1") as info:
+        adv_train(load_detector(ft["spec"]), ft["train"], ft["val"], out=out, config=config, eval_attacks=[], eval_corruptions=[])
+    assert "--lr" in info.value.one_line()
+    assert not out.exists() and not partial_dir(out).exists()
+    assert sha(ft["model"]) == before
 
-    def stop(row: dict) -> None:
-        assert row["val_loss"] != row["val_loss"]  # NaN: the weights blew up
-        if row["epoch"] == 1:
-            raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        adv_train(load_detector(ft["spec"]), ft["train"], ft["val"], out=out, config=config, on_epoch_end=stop, eval_attacks=[], eval_corruptions=[])
-    result = resume_adv_train(out)
-    assert result.best_epoch == 0 and [r["event"] for r in result.history] == ["", ""]
-    old = keras.saving.load_model(ft["model"])
-    new = keras.saving.load_model(out / "model.keras")
-    for a, b in zip(old.weights, new.weights):
-        assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
+def test_threshold_sits_in_the_middle_of_the_val_plateau():
+    """max-F1 on separable VAL scores: the library picks the lowest fake score (top of the plateau);
+    adv-train takes the middle, with the same VAL predictions."""
+    from robustlab.training.run import pick_val_threshold
+
+    y = np.asarray([0, 0, 0, 1, 1, 1])
+    s = np.asarray([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    t, note = pick_val_threshold(y, s, "max-f1")
+    assert t == pytest.approx(0.5) and "middle of its plateau" in note
+    assert np.array_equal(s >= t, y == 1)
+    assert pick_val_threshold(y, s, "fixed:0.75")[0] == 0.75

@@ -42,6 +42,40 @@ class _Number(click.ParamType):
         return v
 
 
+class _Finite(click.ParamType):
+    """A finite number (``nan``, ``inf`` and text -> one-line RobustlabError, exit 2); ranges are
+    checked by :meth:`FinetuneConfig.validated`."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        flag = f"--{param.name.replace('_', '-')}" if param and param.name else "value"
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if v != v or v in (float("inf"), float("-inf")):
+            raise RobustlabError(f"{flag} {value} is not a finite number", fix=f"give a number, e.g. {flag} {param.default if param is not None else 1}")
+        return v
+
+
+class _Whole(click.ParamType):
+    """A whole number (text, fractions, ``1e9999`` -> one-line RobustlabError, exit 2)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        flag = f"--{param.name.replace('_', '-')}" if param and param.name else "value"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return int(str(value).strip(), 10)
+        except ValueError:
+            raise RobustlabError(f"{flag} {value} is not a whole number", fix=f"e.g. {flag} {param.default if param is not None else 1}") from None
+
+
+FINITE = _Finite()
+WHOLE = _Whole()
 RATIO = _Number(0.0, 1.0, low_open=False, fix="give the share of each batch to attack, e.g. --ratio 0.3 (0 = plain fine-tuning)")
 EPS01 = _Number(0.0, 1.0, low_open=True, fix="eps is a fraction of the pixel range, e.g. --eps 8/255")
 
@@ -62,23 +96,23 @@ _RESUME_CHECKED = (
 @click.option("--eps", type=EPS01, default="8/255", show_default=True, help="L-inf budget of the training attack, in [0, 1] pixel units (8/255 = eight grey levels).")
 @click.option("--ratio", type=RATIO, default="0.3", show_default=True, help="Share of each batch replaced by adversarial examples, in [0, 1] (0 = plain fine-tuning).")
 @click.option("--attack", default="fgsm", show_default=True, metavar="fgsm|fgsm-rs|pgd", help="Training attack, made against the current weights in every batch (fgsm-rs: random start, step 1.25 eps).")
-@click.option("--epochs", type=int, default=5, show_default=True, help="Maximum number of epochs.")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Learning rate.")
+@click.option("--epochs", type=WHOLE, default=5, show_default=True, help="Maximum number of epochs.")
+@click.option("--lr", type=FINITE, default=1e-4, show_default=True, help="Learning rate.")
 @click.option("--optimizer", default="adam", show_default=True, metavar="adam|adamw|sgd|rmsprop|nadam", help="Keras optimizer (default settings apart from the learning rate).")
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="Label smoothing of the cross-entropy loss.")
+@click.option("--label-smoothing", type=FINITE, default=0.0, show_default=True, help="Label smoothing of the cross-entropy loss.")
 @click.option("--trainable", default="all", show_default=True, metavar="all|head|last:N", help="Which layers train: all, the last layer with weights (head), or the last N layers with weights.")
 @click.option("--train-bn", is_flag=True, help="Let BatchNormalization layers train too (default: frozen, in inference mode, as in Keras' fine-tuning guide).")
 @click.option("--class-weight", default="none", show_default=True, metavar="none|balanced|real=W,fake=W", help="Class weights in the training loss (balanced = auto = n / (2 n_class)).")
-@click.option("--patience", type=int, default=3, show_default=True, help="Early stopping: epochs without improvement of --monitor (0 = off). The best epoch is kept.")
-@click.option("--reduce-lr-patience", type=int, default=2, show_default=True, help="Reduce-on-plateau: epochs without improvement before the learning rate is cut (0 = off).")
-@click.option("--reduce-lr-factor", type=float, default=0.5, show_default=True, help="Reduce-on-plateau factor.")
-@click.option("--min-lr", type=float, default=1e-6, show_default=True, help="Reduce-on-plateau floor.")
+@click.option("--patience", type=WHOLE, default=3, show_default=True, help="Early stopping: epochs without improvement of --monitor (0 = off). The best epoch is kept.")
+@click.option("--reduce-lr-patience", type=WHOLE, default=2, show_default=True, help="Reduce-on-plateau: epochs without improvement before the learning rate is cut (0 = off).")
+@click.option("--reduce-lr-factor", type=FINITE, default=0.5, show_default=True, help="Reduce-on-plateau factor.")
+@click.option("--min-lr", type=FINITE, default=1e-6, show_default=True, help="Reduce-on-plateau floor.")
 @click.option("--monitor", default="val_mix_loss", show_default=True, metavar="val_mix_loss|val_loss|val_adv_loss", help="Validation loss to watch: clean, under the training attack, or the two mixed by --ratio.")
-@click.option("--pgd-steps", type=int, default=10, show_default=True, help="PGD steps (training attack pgd, and the guard's PGD).")
+@click.option("--pgd-steps", type=WHOLE, default=10, show_default=True, help="PGD steps (training attack pgd, and the guard's PGD).")
 @click.option("--pgd-step", type=EPS01, default=None, help="PGD step size (default 2.5 eps / steps).")
 @click.option("--guard/--no-guard", default=True, show_default=True, help="Catastrophic-overfitting guard: PGD vs FGSM accuracy on a validation batch after each epoch.")
-@click.option("--guard-size", type=int, default=128, show_default=True, help="Images in the guard's validation batch (stratified, seeded).")
-@click.option("--guard-drop", type=float, default=0.2, show_default=True, help="Stop when guard PGD accuracy falls this far below its best while FGSM accuracy holds.")
+@click.option("--guard-size", type=WHOLE, default=128, show_default=True, help="Images in the guard's validation batch (stratified, seeded).")
+@click.option("--guard-drop", type=FINITE, default=0.2, show_default=True, help="Stop when guard PGD accuracy falls this far below its best while FGSM accuracy holds.")
 @click.option("--threshold-strategy", default="max-f1", show_default=True, help="How the new threshold is picked on VAL (see `robustlab threshold`).")
 @click.option("--eval-attack", "eval_attacks", multiple=True, metavar="SPEC", help="Attacks for the before/after runs (default: fgsm and pgd at --eps), e.g. pgd:eps=8/255,steps=20.")
 @click.option("--eval-corruption", "eval_corruptions", multiple=True, metavar="SPEC", help="Corruptions for the before/after runs (default: jpeg:3, blur:3 and resize:3).")
@@ -105,7 +139,9 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
     In every batch a --ratio share of the images is replaced by adversarial examples made against
     the current weights (fgsm, fgsm-rs or pgd at --eps). After each epoch: validation loss,
     a catastrophic-overfitting guard (PGD vs FGSM accuracy on a validation batch), early stopping,
-    reduce-on-plateau and a checkpoint (--resume NEW continues after a kill, same result).
+    reduce-on-plateau and a checkpoint (--resume NEW continues after a kill, same result;
+    a model that needs --trust-model needs it again on --resume). A loss that becomes NaN or
+    infinite stops the run (exit 2) and publishes nothing.
 
     NEW holds model.keras, detector.yaml (the input's preprocessing and a threshold re-picked on
     VAL), history.csv/.png, train.json and before-after/ (run folders of the input detector and
@@ -116,7 +152,7 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
     log = (lambda s: echo_err(state, s))
     try:
         if resume:
-            result = _resume(ctx, state, resume, out, {"train": train, "val": val, "test": test}, kwargs, log)
+            result = _resume(ctx, state, resume, out, {"train": train, "val": val, "test": test}, kwargs, log, trust)
         else:
             if not detector or not train:
                 raise RobustlabError("DETECTOR and TRAIN are required", fix="run `robustlab adv-train DETECTOR TRAIN --val VAL --out NEW`, or `--resume NEW` to continue a run")
@@ -139,7 +175,7 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
                 progress=state.progress, log=log, command=command_line(),
             )
     except KeyboardInterrupt:
-        from robustlab.training.checkpoints import partial_dir
+        from robustlab.training.folder import partial_dir
 
         target = resume or out
         if target and partial_dir(target).exists():
@@ -157,8 +193,11 @@ def _config(state: State, kwargs: dict[str, Any]) -> Any:
     return FinetuneConfig(**{n: kwargs[n] for n in names}, batch_size=state.batch_size, seed=state.seed).validated()
 
 
-def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any) -> Any:
-    """``--resume NEW``: settings come from the checkpoint; any given again must be the same."""
+def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any, trust: bool) -> Any:
+    """``--resume NEW``: settings come from the checkpoint; any given again must be the same.
+
+    Trust is this command line's (``--trust-model`` / ``ROBUSTLAB_TRUST_MODEL``), never the checkpoint's.
+    """
     from robustlab.training.run import resume_adv_train
 
     explicit = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
@@ -170,4 +209,4 @@ def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data
         given["batch_size"] = state.batch_size
     if out is not None and Path(out).resolve() != Path(resume).resolve():
         raise RobustlabError(f"--out {out} and --resume {resume} name different folders", fix="give only --resume NEW")
-    return resume_adv_train(resume, progress=state.progress, log=log, expect=given)
+    return resume_adv_train(resume, trust_model=trust, progress=state.progress, log=log, expect=given)

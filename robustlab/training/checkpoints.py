@@ -7,7 +7,9 @@ import io
 import json
 import math
 import os
+import re
 import shutil
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,10 +19,9 @@ import numpy as np
 from robustlab.errors import RobustlabError
 from robustlab.runs import atomic_write_bytes, atomic_write_text, to_json
 from robustlab.training.config import FinetuneConfig
+from robustlab.training.folder import CHECKPOINTS
 
-PARTIAL_SUFFIX = ".adv-train-partial"
-CHECKPOINTS = "checkpoints"
-FORMAT_VERSION = 1
+_START_OVER = "start over with --force (this interrupted run cannot be resumed)"
 HISTORY_FIELDS = (
     "epoch",
     "lr",
@@ -71,8 +72,12 @@ def _npz_bytes(arrays: Sequence[np.ndarray]) -> bytes:
 
 
 def _load_npz(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return [z[f"v{i:05d}"] for i in range(len(z.files))]
+    """The arrays ``v00000, v00001, ...`` of a checkpoint ``.npz`` (never pickles); RobustlabError if unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return [z[f"v{i:05d}"] for i in range(len(z.files))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise RobustlabError(f"unreadable checkpoint arrays ({exc.__class__.__name__})", thing=path, fix=_START_OVER) from None
 
 
 def _model_arrays(model: Any) -> list[np.ndarray]:
@@ -111,10 +116,16 @@ class _Checkpoints:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def latest(self) -> Path | None:
+        """The newest complete checkpoint folder, or None; RobustlabError for a LATEST naming something else."""
         f = self.dir / "LATEST"
         if not f.exists():
             return None
-        name = f.read_text(encoding="utf-8").strip()
+        try:
+            name = f.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RobustlabError(f"unreadable checkpoint pointer ({exc.__class__.__name__})", thing=f, fix=_START_OVER) from None
+        if not re.fullmatch(r"epoch-\d{4}", name):
+            raise RobustlabError(f"the checkpoint pointer names {name[:40]!r}, not an epoch-NNNN folder", thing=f, fix=_START_OVER)
         p = self.dir / name
         return p if (p / "state.json").exists() else None
 
@@ -146,7 +157,16 @@ class _Checkpoints:
 
     @staticmethod
     def read_state(ckpt: Path) -> tuple[TrainState, str]:
-        payload = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        """``(state, name of the best-weights file)`` from ``ckpt/state.json``, checked; RobustlabError if bad."""
+        path = ckpt / "state.json"
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RobustlabError(f"unreadable checkpoint state ({exc.__class__.__name__})", thing=path, fix=_START_OVER) from None
+        types = {"epoch": int, "lr": (int, float), "best_epoch": int, "wait": int, "lr_wait": int, "history": list, "seconds": (int, float), "best_file": str}
+        bad = [k for k, t in types.items() if not isinstance(payload, dict) or not isinstance(payload.get(k), t) or isinstance(payload.get(k), bool)]
+        if bad or not re.fullmatch(r"best-\d{4}\.npz", payload["best_file"]) or not math.isfinite(float(payload["lr"])):
+            raise RobustlabError(f"not a valid checkpoint state (bad or missing: {', '.join(bad) or 'best_file, lr'})", thing=path, fix=_START_OVER)
         best_file = payload.pop("best_file")
         known = set(TrainState.__dataclass_fields__)
         return TrainState(**{k: v for k, v in payload.items() if k in known}), best_file
@@ -201,39 +221,3 @@ def schedule_step(state: "TrainState", row: Mapping[str, Any], config: FinetuneC
         state.stopped = f"early stopping at epoch {epoch}: {monitor} did not improve for {config.patience} epoch(s) (best {best})"
         events.append("early-stop")
     return events
-
-
-# --------------------------------------------------------------------------- the run
-
-
-def partial_dir(out: "str | os.PathLike") -> Path:
-    """Where an unfinished ``adv-train --out NEW`` lives: ``.NEW.adv-train-partial`` beside it."""
-    out = Path(out).resolve()
-    return out.parent / f".{out.name}{PARTIAL_SUFFIX}"
-
-
-def _lock(partial: Path) -> None:
-    lock = partial / "LOCK"
-    if lock.exists():
-        try:
-            pid = int(lock.read_text().strip())
-        except ValueError:
-            pid = 0
-        alive = False
-        if pid and pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-                alive = True
-            except OSError:
-                alive = False
-        if alive:
-            raise RobustlabError(f"another adv-train (pid {pid}) is working here", thing=partial, fix="wait for it to finish, or stop it first")
-    atomic_write_text(lock, f"{os.getpid()}\n")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False

@@ -28,27 +28,41 @@ DEFAULT_EVAL_CORRUPTIONS = ("jpeg:3", "blur:3", "resize:3")
 
 
 def comparison_rows(before: Sequence[Any], after: Sequence[Any]) -> list[dict[str, Any]]:
-    """Side-by-side rows keyed by (set, variant, param): metric_before, metric_after, delta."""
-    metrics = ("accuracy", "precision", "recall", "f1", "auc")
-    after_by = {(r.set, r.variant, r.param): r for r in after}
+    """Side-by-side rows keyed by (set, variant, param): ``metric_before``, ``metric_after``, ``metric_delta``
+    (after minus before) for accuracy, precision, recall, F1 and AUC, and both thresholds.
+
+    ``before`` / ``after``: the MetricsRows of the input and the new detector; paired through
+    :func:`robustlab.reporting.baseline.compare_rows` (the input detector is the baseline).
+    """
+    from robustlab.reporting.baseline import COMPARED_METRICS, compare_rows
+
+    before_d = [_as_dict(r) for r in before]
+    after_d = [_as_dict(r) for r in after]
+    paired = {(c.row["set"], c.row["variant"], c.row["param"]): c for c in compare_rows(after_d, before_d, COMPARED_METRICS)}
     out = []
-    for r in before:
-        a = after_by.get((r.set, r.variant, r.param))
-        row: dict[str, Any] = {"set": r.set, "variant": r.variant, "param": r.param, "n": r.n}
-        for m in metrics:
-            b_v = getattr(r, m)
-            a_v = getattr(a, m) if a is not None else None
-            row[f"{m}_before"] = b_v
-            row[f"{m}_after"] = a_v
-            row[f"{m}_delta"] = None if (a_v is None or b_v is None) else a_v - b_v
-        row["threshold_before"] = r.threshold
-        row["threshold_after"] = a.threshold if a is not None else None
+    for r in before_d:
+        c = paired.get((r["set"], r["variant"], r["param"]))
+        row: dict[str, Any] = {"set": r["set"], "variant": r["variant"], "param": r["param"], "n": r["n"]}
+        for m in COMPARED_METRICS:
+            d = next((d for d in c.deltas if d.metric == m), None) if c is not None else None
+            row[f"{m}_before"] = r.get(m)
+            row[f"{m}_after"] = None if d is None else d.run
+            row[f"{m}_delta"] = None if d is None else d.delta
+        row["threshold_before"] = r["threshold"]
+        row["threshold_after"] = c.row["threshold"] if c is not None else None
         out.append(row)
     return out
 
 
+def _as_dict(row: Any) -> dict[str, Any]:
+    return row.to_dict() if hasattr(row, "to_dict") else dict(row)
+
+
 def comparison_markdown(rows: Sequence[Mapping[str, Any]], *, title: str, summary: Sequence[str] = ()) -> str:
-    from robustlab.reporting.tables import param_display, row_title
+    """``comparison.md``: one table, each row titled as users publish it (mixed rows name their attack,
+    :func:`robustlab.reporting.baseline.comparison_title`), accuracy / F1 / AUC before and after."""
+    from robustlab.reporting.baseline import comparison_title
+    from robustlab.reporting.tables import md_escape
 
     def pct(v: Any) -> str:
         return "n/a" if v is None else f"{100 * v:.2f}%"
@@ -61,16 +75,10 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]], *, title: str, summar
 
     lines = [f"# {title}", ""]
     lines += [*summary, ""] if summary else []
-    def title(r: Mapping[str, Any]) -> str:
-        if r["set"] == "mixed":
-            param = param_display(r.get("param") or "")
-            return f"(Original + {r['variant'].upper()} Adversarial) Images" + (f" ({param})" if param else "")
-        return row_title(r)
-
     lines += ["| Test Data | Accuracy before | Accuracy after | Change | F1 before | F1 after | AUC before | AUC after |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(
-            f"| {title(r)} | {pct(r['accuracy_before'])} | {pct(r['accuracy_after'])} | {pts(r['accuracy_delta'])} | "
+            f"| {md_escape(comparison_title(r))} | {pct(r['accuracy_before'])} | {pct(r['accuracy_after'])} | {pts(r['accuracy_delta'])} | "
             f"{pct(r['f1_before'])} | {pct(r['f1_after'])} | {num(r['auc_before'])} | {num(r['auc_after'])} |"
         )
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from robustlab.attacks.spec import AttackMethod, AttackSpec
 from robustlab.enums import StrEnum
 from robustlab.errors import RobustlabError
 
@@ -72,48 +73,37 @@ class FinetuneConfig:
     seed: int = 0
 
     def validated(self) -> "FinetuneConfig":
-        """A copy with enums parsed; RobustlabError (exit 2, one line) for a bad value."""
+        """A copy with enums parsed; RobustlabError (exit 2, one line) for a bad value.
+
+        Every field is type-checked (a checkpoint's JSON may say anything) and every number must be
+        finite: ``--min-lr nan`` or ``--lr inf`` are refused, not trained with.
+        """
+        _check_types(self)
         attack = TrainAttack.parse(self.attack, what="training attack")
         monitor = Monitor.parse(self.monitor, what="monitor")
-        for name, value in (("ratio", self.ratio), ("eps", self.eps), ("label_smoothing", self.label_smoothing), ("guard_drop", self.guard_drop)):
-            if not isinstance(value, (int, float)) or math.isnan(float(value)):
-                raise RobustlabError(f"--{name.replace('_', '-')} {value!r} is not a number", fix="give a number")
-        if not 0.0 <= self.ratio <= 1.0:
-            raise RobustlabError(f"--ratio {self.ratio:g} is outside [0, 1]", fix="give the share of each batch to attack, e.g. --ratio 0.3 (0 = plain fine-tuning)")
-        if not 0.0 < self.eps <= 1.0:
-            raise RobustlabError(f"--eps {self.eps:g} is outside (0, 1]", fix="eps is a fraction of the pixel range, e.g. --eps 8/255")
-        if self.pgd_step is not None and not 0.0 < self.pgd_step <= 1.0:
-            raise RobustlabError(f"--pgd-step {self.pgd_step:g} is outside (0, 1]", fix="e.g. --pgd-step 2/255")
-        if self.epochs < 1:
-            raise RobustlabError(f"--epochs {self.epochs} is less than 1", fix="train at least one epoch")
-        if self.batch_size < 1:
-            raise RobustlabError(f"--batch-size {self.batch_size} is less than 1", fix="use a positive batch size")
-        if not self.lr > 0:
-            raise RobustlabError(f"--lr {self.lr:g} is not positive", fix="e.g. --lr 1e-4")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise RobustlabError(f"--label-smoothing {self.label_smoothing:g} is outside [0, 1)", fix="e.g. --label-smoothing 0.1")
-        if self.optimizer.lower() not in OPTIMIZERS:
-            raise RobustlabError(f"unknown optimizer {self.optimizer!r}", fix=f"use one of: {', '.join(OPTIMIZERS)}")
-        if self.patience < 0 or self.reduce_lr_patience < 0:
-            raise RobustlabError("a patience is negative", fix="use 0 to switch it off, or a number of epochs")
-        if not 0.0 < self.reduce_lr_factor < 1.0:
-            raise RobustlabError(f"--reduce-lr-factor {self.reduce_lr_factor:g} is outside (0, 1)", fix="e.g. --reduce-lr-factor 0.5")
-        if self.pgd_steps < 1:
-            raise RobustlabError(f"--pgd-steps {self.pgd_steps} is less than 1", fix="e.g. --pgd-steps 10")
-        if self.guard_size < 2:
-            raise RobustlabError(f"--guard-size {self.guard_size} is less than 2", fix="e.g. --guard-size 128")
-        if not 0.0 < self.guard_drop <= 1.0:
-            raise RobustlabError(f"--guard-drop {self.guard_drop:g} is outside (0, 1]", fix="e.g. --guard-drop 0.2")
+        _check_ranges(self)
         parse_trainable(self.trainable)
         parse_class_weight(self.class_weight)
         from robustlab.evaluation.thresholds import parse_strategy
 
         parse_strategy(self.threshold_strategy)
-        return replace(self, attack=attack, monitor=monitor, optimizer=self.optimizer.lower(), ratio=float(self.ratio), eps=float(self.eps))
+        out = replace(self, attack=attack, monitor=monitor, optimizer=self.optimizer.lower(), ratio=float(self.ratio), eps=float(self.eps))
+        out.attack_spec()  # the training attack must be a valid AttackSpec too
+        return out
 
-    @property
-    def pgd_step_size(self) -> float:
-        return self.pgd_step if self.pgd_step is not None else 2.5 * self.eps / self.pgd_steps
+    def attack_spec(self, attack: "TrainAttack | str | None" = None) -> AttackSpec:
+        """The training attack (or ``attack``) as the :class:`AttackSpec` the in-graph backend runs.
+
+        ``fgsm``: FGSM at eps; ``fgsm-rs``: one PGD step of ``1.25 eps`` from a random start;
+        ``pgd``: ``pgd_steps`` steps of ``pgd_step`` (default ``2.5 eps / steps``) from a random start.
+        """
+        kind = TrainAttack.parse(self.attack if attack is None else attack, what="training attack")
+        eps = float(self.eps)
+        if kind is TrainAttack.FGSM:
+            return AttackSpec(AttackMethod.FGSM, eps)
+        if kind is TrainAttack.FGSM_RS:
+            return AttackSpec(AttackMethod.PGD, eps, steps=1, step=1.25 * eps, random_start=True)
+        return AttackSpec(AttackMethod.PGD, eps, steps=int(self.pgd_steps), step=self.pgd_step, random_start=True)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -125,6 +115,61 @@ class FinetuneConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "FinetuneConfig":
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known}).validated()
+
+
+# --------------------------------------------------------------------------- checks
+
+_INTS = ("epochs", "batch_size", "patience", "reduce_lr_patience", "pgd_steps", "guard_size", "seed")
+_FLOATS = ("eps", "ratio", "lr", "label_smoothing", "reduce_lr_factor", "min_lr", "guard_drop", "pgd_step")
+_BOOLS = ("train_bn", "guard")
+_STRINGS = ("attack", "monitor", "optimizer", "trainable", "class_weight", "threshold_strategy")
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def _check_types(c: "FinetuneConfig") -> None:
+    """Whole numbers are ints, numbers are finite ints or floats, switches are bools, names are strings."""
+    for name in _INTS:
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise RobustlabError(f"{_flag(name)} {v!r} is not a whole number", fix=f"give a whole number, e.g. {_flag(name)} {getattr(FinetuneConfig, name)}")
+    for name in _FLOATS:
+        v = getattr(c, name)
+        if v is None and name == "pgd_step":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not math.isfinite(float(v)):
+            raise RobustlabError(f"{_flag(name)} {v!r} is not a finite number", fix=f"give a number, e.g. {_flag(name)} {getattr(FinetuneConfig, name) or 0.01:g}")
+    for name in _BOOLS:
+        if not isinstance(getattr(c, name), (bool, np.bool_)):
+            raise RobustlabError(f"{name} {getattr(c, name)!r} is not true or false", fix=f"use {_flag(name)} or --no-{name.replace('_', '-')}")
+    for name in _STRINGS:
+        if not isinstance(getattr(c, name), str):
+            raise RobustlabError(f"{_flag(name)} {getattr(c, name)!r} is not a name", fix=f"e.g. {_flag(name)} {getattr(FinetuneConfig, name)}")
+
+
+def _check_ranges(c: "FinetuneConfig") -> None:
+    """The ranges of the (type-checked, finite) options."""
+    checks = (
+        (0.0 <= c.ratio <= 1.0, f"--ratio {c.ratio:g} is outside [0, 1]", "give the share of each batch to attack, e.g. --ratio 0.3 (0 = plain fine-tuning)"),
+        (0.0 < c.eps <= 1.0, f"--eps {c.eps:g} is outside (0, 1]", "eps is a fraction of the pixel range, e.g. --eps 8/255"),
+        (c.pgd_step is None or 0.0 < c.pgd_step <= 1.0, f"--pgd-step {c.pgd_step} is outside (0, 1]", "e.g. --pgd-step 2/255"),
+        (c.epochs >= 1, f"--epochs {c.epochs} is less than 1", "train at least one epoch"),
+        (c.batch_size >= 1, f"--batch-size {c.batch_size} is less than 1", "use a positive batch size"),
+        (c.lr > 0, f"--lr {c.lr:g} is not positive", "e.g. --lr 1e-4"),
+        (0.0 <= c.min_lr, f"--min-lr {c.min_lr:g} is negative", "e.g. --min-lr 1e-6 (the floor of reduce-on-plateau)"),
+        (0.0 <= c.label_smoothing < 1.0, f"--label-smoothing {c.label_smoothing:g} is outside [0, 1)", "e.g. --label-smoothing 0.1"),
+        (c.optimizer.lower() in OPTIMIZERS, f"unknown optimizer {c.optimizer!r}", f"use one of: {', '.join(OPTIMIZERS)}"),
+        (c.patience >= 0 and c.reduce_lr_patience >= 0, "a patience is negative", "use 0 to switch it off, or a number of epochs"),
+        (0.0 < c.reduce_lr_factor < 1.0, f"--reduce-lr-factor {c.reduce_lr_factor:g} is outside (0, 1)", "e.g. --reduce-lr-factor 0.5"),
+        (c.pgd_steps >= 1, f"--pgd-steps {c.pgd_steps} is less than 1", "e.g. --pgd-steps 10"),
+        (c.guard_size >= 2, f"--guard-size {c.guard_size} is less than 2", "e.g. --guard-size 128"),
+        (0.0 < c.guard_drop <= 1.0, f"--guard-drop {c.guard_drop:g} is outside (0, 1]", "e.g. --guard-drop 0.2"),
+    )
+    for ok, problem, fix in checks:
+        if not ok:
+            raise RobustlabError(problem, fix=fix)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -26,7 +26,7 @@ continues after a kill with the same result as an uninterrupted run.
 
 ``NEW`` is built in a hidden sibling folder (``.NEW.adv-train-partial``) and renamed into place when
 complete. It holds ``model.keras`` (Keras 3), ``detector.yaml`` (the input's preprocessing and a
-threshold re-picked on VAL), ``history.csv`` + ``history.png``, ``train.json`` and
+threshold re-picked on VAL), ``history.csv`` + ``history.png``, ``train.json``, ``run.json`` and
 ``before-after/`` (``before/`` and ``after/`` run folders and a side-by-side ``comparison.md``).
 """
 from __future__ import annotations
@@ -48,19 +48,14 @@ import yaml
 from robustlab.errors import RobustlabError
 from robustlab.runs import atomic_write_text, to_json
 from robustlab.training.checkpoints import (
-    CHECKPOINTS,
-    FORMAT_VERSION,
     HISTORY_FIELDS,
     TrainState,
     _assign,
     _Checkpoints,
-    _inside,
     _load_npz,
-    _lock,
     _model_arrays,
     file_sha256,
     guard_collapse,
-    partial_dir,
     schedule_step,
 )
 from robustlab.training.compare import (
@@ -70,7 +65,18 @@ from robustlab.training.compare import (
     default_eval_variants,
 )
 from robustlab.training.config import FinetuneConfig, _leaf_layers, check_trainable
-from robustlab.training.steps import prepare_training
+from robustlab.training.folder import (
+    CHECKPOINTS,
+    FORMAT_VERSION,
+    TrainingFolder,
+    lock,
+    partial_dir,
+    read_record,
+)
+from robustlab.training.steps import TrainingDiverged, prepare_training
+
+Log = Callable[[str], None]
+EpochHook = Callable[[dict[str, Any]], None]
 
 # --------------------------------------------------------------------------- results
 
@@ -90,12 +96,23 @@ class FinetuneResult:
 
 
 def pick_val_threshold(y_true: np.ndarray, y_score: np.ndarray, strategy: str = "max-f1", *, thing: "str | None" = None) -> tuple[float, str]:
-    """A threshold from the validation PR curve -> (threshold, how it was picked), through
-    :func:`robustlab.evaluation.thresholds.pick_threshold` (``score >= threshold`` is positive)."""
+    """A threshold from the validation PR curve -> (threshold, how it was picked).
+
+    The strategy picks through :func:`robustlab.evaluation.thresholds.pick_threshold`, whose
+    threshold is the top of a plateau ``(plateau_low, threshold]`` of equal VAL predictions: that
+    is the score of one VAL image of the positive class, so the smallest perturbation of it (or
+    of any image like it) crosses the threshold. The new detector gets the **middle** of the
+    plateau instead: the same VAL predictions and metrics, the widest margin on both sides
+    (``fixed:T`` keeps ``T``). ``score >= threshold`` is positive.
+    """
     from robustlab.evaluation.thresholds import pick_threshold
 
     picked = pick_threshold(np.asarray(y_true), np.asarray(y_score), strategy, thing=thing)
-    return float(picked.threshold), f"robustlab.evaluation.thresholds.pick_threshold(strategy={picked.strategy}) on VAL"
+    note = f"robustlab.evaluation.thresholds.pick_threshold(strategy={picked.strategy}) on VAL"
+    if picked.plateau_low is None or str(picked.strategy).startswith("fixed"):
+        return float(picked.threshold), note
+    middle = (float(picked.threshold) + float(picked.plateau_low)) / 2.0
+    return middle, f"{note}, middle of its plateau ({picked.plateau_low:.6g}, {picked.threshold:.6g}]"
 
 
 def _open_sets(run: Mapping[str, Any]) -> tuple[Any, Any, Any]:
@@ -106,6 +123,15 @@ def _open_sets(run: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     val = open_dataset(run["val"], classes=classes)
     test = open_dataset(run["test"], classes=classes) if run.get("test") else val
     return train, val, test
+
+
+def _input_paths(spec: Any, data: Mapping[str, Any]) -> list[Path]:
+    """Everything a run reads: the detector's files and the TRAIN / VAL / TEST sets."""
+    paths = [p for p in (spec.model, spec.weights, spec.source) if p is not None]
+    return paths + [Path(data[k]) for k in ("train", "val", "test") if data.get(k)]
+
+
+# --------------------------------------------------------------------------- entry points
 
 
 def adv_train(
@@ -123,92 +149,82 @@ def adv_train(
     eval_corruptions: Sequence[str] | None = None,
     eval_fraction: float = 1.0,
     progress: bool = False,
-    log: Callable[[str], None] = lambda s: None,
+    log: Log = lambda s: None,
     command: Sequence[str] | None = None,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    on_epoch_end: EpochHook | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``detector`` on TRAIN with adversarial mixing; write the folder ``out`` (NEW).
 
     ``detector`` is a loaded :class:`~robustlab.detector.model.Detector` (never modified: a fresh copy
-    is loaded from its spec and trained); ``train``, ``val`` and ``test`` are DATA arguments
-    (``test`` defaults to ``val``; it is where the before/after run folders are evaluated).
-    ``eval_attacks`` / ``eval_corruptions`` are specs for :func:`robustlab.attacks.parse_attacks`
-    and :func:`robustlab.corruptions.parse_corruptions` (default: FGSM and PGD at the training eps,
-    and the default corruptions). ``on_epoch_end(row)`` gets each finished epoch's history row.
-    Raises :class:`RobustlabError` for bad input (exit 2 at the CLI).
+    is loaded from its spec, with ``trust_model``, and trained); ``train``, ``val`` and ``test`` are
+    DATA arguments (``test`` defaults to ``val``; it is where the before/after run folders are
+    evaluated). ``eval_attacks`` / ``eval_corruptions`` are specs for
+    :func:`robustlab.attacks.variant.parse_attacks` and :func:`robustlab.corruptions.variant.parse_corruptions`
+    (default: FGSM and PGD at the training eps, and the default corruptions). ``on_epoch_end(row)``
+    gets each finished epoch's history row. Raises :class:`RobustlabError` for bad input (exit 2 at
+    the CLI), also when training diverges (a NaN or infinite loss: nothing is published).
     """
     config = config.validated()
-    out = Path(out).resolve()
     if val is None or str(val).strip() == "":
         raise RobustlabError("no validation set", fix="pass --val VAL (a held-out DATA set: early stopping, the guard and the new threshold are picked on it)")
-    if not 0.0 < float(eval_fraction) <= 1.0:
-        raise RobustlabError(f"--eval-fraction {eval_fraction:g} is outside (0, 1]", fix="e.g. --eval-fraction 0.3")
-    spec = detector.spec
-    inputs = [p for p in (spec.model, spec.weights, spec.source) if p is not None]
-    for p in inputs:
-        if _inside(p, out):
-            raise RobustlabError(f"the input detector ({p}) is inside --out", thing=out, fix="choose an --out folder that does not hold the input model")
-    if out.exists() and not out.is_dir():
-        raise RobustlabError("exists and is not a folder", thing=out, fix="choose another --out")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise RobustlabError("already exists", thing=out, fix="choose another --out, or pass --force to replace it")
-    partial = partial_dir(out)
-    if partial.exists():
-        if not force:
-            raise RobustlabError(
-                "an interrupted adv-train for this --out exists",
-                thing=partial,
-                fix=f"continue it with `robustlab adv-train --resume {out}`, or pass --force to start over",
-            )
-        _lock(partial)
-        shutil.rmtree(partial)
+    if not (isinstance(eval_fraction, (int, float)) and 0.0 < float(eval_fraction) <= 1.0):
+        raise RobustlabError(f"--eval-fraction {eval_fraction} is outside (0, 1]", fix="e.g. --eval-fraction 0.3")
     check_trainable(detector)
-    run_inputs = {
+    data = {
         "train": str(Path(train).resolve()),
         "val": str(Path(val).resolve()),
         "test": str(Path(test).resolve()) if test is not None else None,
         "classes": classes,
     }
-    train_set, val_set, test_set = _open_sets(run_inputs)
-    partial.mkdir(parents=True)
+    sets = _open_sets(data)
+    folder = TrainingFolder(out, force=force, inputs=_input_paths(detector.spec, data))
     try:
-        _lock(partial)
-        run = {
-            "format": FORMAT_VERSION,
-            "out": str(out),
-            "force": bool(force),
-            "config": config.to_dict(),
-            "detector_spec": spec.to_dict(),
-            "detector_source": str(spec.source) if spec.source else None,
-            "trust_model": bool(trust_model),
-            **run_inputs,
-            "eval": {"attacks": list(eval_attacks) if eval_attacks is not None else None, "corruptions": list(eval_corruptions) if eval_corruptions is not None else None, "fraction": float(eval_fraction)},
-            "fingerprints": {"train": train_set.fingerprint(), "val": val_set.fingerprint(), "model": file_sha256(spec.model)},
-            "command": list(command) if command is not None else None,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        atomic_write_text(partial / "run.json", to_json(run))
+        record = _new_record(folder, force, config, detector.spec, data, sets, eval_attacks, eval_corruptions, eval_fraction, command)
+        folder.write_record(record)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        folder.abort()
         raise
-    return _run(partial, run, detector, (train_set, val_set, test_set), progress=progress, log=log, on_epoch_end=on_epoch_end)
+    return _run(folder, record, detector, sets, trust_model=trust_model, progress=progress, log=log, on_epoch_end=on_epoch_end)
+
+
+def _new_record(folder: TrainingFolder, force: bool, config: FinetuneConfig, spec: Any, data: Mapping[str, Any], sets: tuple[Any, Any, Any], eval_attacks: Sequence[str] | None, eval_corruptions: Sequence[str] | None, eval_fraction: float, command: Sequence[str] | None) -> dict[str, Any]:
+    """The resume record ``run.json``: everything that decides the result (never the trust decision)."""
+    return {
+        "format": FORMAT_VERSION,
+        "out": str(folder.final),
+        "force": bool(force),
+        "config": config.to_dict(),
+        "detector_spec": spec.to_dict(),
+        "detector_source": str(spec.source) if spec.source else None,
+        **data,
+        "eval": {
+            "attacks": list(eval_attacks) if eval_attacks is not None else None,
+            "corruptions": list(eval_corruptions) if eval_corruptions is not None else None,
+            "fraction": float(eval_fraction),
+        },
+        "fingerprints": {"train": sets[0].fingerprint(), "val": sets[1].fingerprint(), "model": file_sha256(spec.model)},
+        "command": list(command) if command is not None else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def resume_adv_train(
     out: "str | os.PathLike",
     *,
+    trust_model: bool = False,
     progress: bool = False,
-    log: Callable[[str], None] = lambda s: None,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    log: Log = lambda s: None,
+    on_epoch_end: EpochHook | None = None,
     expect: Mapping[str, Any] | None = None,
 ) -> FinetuneResult:
     """Continue an interrupted :func:`adv_train` for ``out`` from its last complete epoch.
 
+    The checkpoint's ``run.json`` is checked before anything is loaded from it. ``trust_model``
+    comes from the caller (``--trust-model`` / ``ROBUSTLAB_TRUST_MODEL``), never from the checkpoint.
     ``expect``: settings the caller gave again (``config`` keys, ``train``/``val``/``test`` paths);
     any that differ from the interrupted run's is a RobustlabError.
     """
     from robustlab.detector.loading import load_detector
-    from robustlab.detector.spec import make_spec
 
     out = Path(out).resolve()
     partial = partial_dir(out)
@@ -216,11 +232,56 @@ def resume_adv_train(
         if out.is_dir() and (out / "train.json").exists():
             raise RobustlabError("this adv-train finished; there is nothing to resume", thing=out, fix="start a new run with another --out")
         raise RobustlabError("no interrupted adv-train for this --out", thing=out, fix=f"there is no {partial.name} beside it; start a new run without --resume")
-    run = json.loads((partial / "run.json").read_text(encoding="utf-8"))
-    if run.get("format") != FORMAT_VERSION:
-        raise RobustlabError("the interrupted run was made by another robustlab version", thing=partial, fix="start over with --force")
-    for key, value in (expect or {}).items():
-        saved = run["config"].get(key, run.get(key))
+    record = read_record(partial)
+    config = _record_config(record, partial / "run.json")
+    if record["out"] != str(out):
+        raise RobustlabError(f"the checkpoint was made for --out {record['out']}", thing=partial / "run.json", fix="resume it where it was made, or start over with --force")
+    _check_expected(record, config, expect or {}, partial)
+    spec = _record_spec(record, partial / "run.json")
+    folder = TrainingFolder(out, force=record["force"], resume=True, inputs=_input_paths(spec, record))
+    lock(partial)
+    if not spec.model.exists():
+        raise RobustlabError("the input model of the interrupted run is gone", thing=spec.model, fix="restore it, or start over")
+    if file_sha256(spec.model) != record["fingerprints"]["model"]:
+        raise RobustlabError("the input model changed since the interrupted run started", thing=spec.model, fix="start over with --force")
+    detector = load_detector(spec, trust_model=trust_model)
+    sets = _open_sets(record)
+    for name, ds in (("train", sets[0]), ("val", sets[1])):
+        if ds.fingerprint() != record["fingerprints"][name]:
+            raise RobustlabError(f"the {name} set changed since the interrupted run started", thing=record[name], fix="start over with --force")
+    return _run(folder, record, detector, sets, trust_model=trust_model, progress=progress, log=log, on_epoch_end=on_epoch_end)
+
+
+def _record_config(record: Mapping[str, Any], thing: Path) -> FinetuneConfig:
+    """The checkpoint's FinetuneConfig: every field present and valid, else RobustlabError naming ``thing``."""
+    missing = sorted(set(FinetuneConfig.__dataclass_fields__) - set(record["config"]))
+    if missing:
+        raise RobustlabError(f"not a complete adv-train checkpoint: config lacks {', '.join(missing)}", thing=thing, fix="start over with --force (this interrupted run cannot be resumed)")
+    try:
+        return FinetuneConfig.from_dict(record["config"])
+    except RobustlabError as exc:
+        raise RobustlabError(f"not a valid adv-train checkpoint: config: {exc.problem}", thing=thing, fix="start over with --force (this interrupted run cannot be resumed)") from None
+
+
+def _record_spec(record: Mapping[str, Any], thing: Path) -> Any:
+    """The input detector's spec from the checkpoint (validated by make_spec; errors name ``thing``)."""
+    from robustlab.detector.spec import make_spec
+
+    values = {k: v for k, v in record["detector_spec"].items() if v is not None}
+    src = record["detector_source"]
+    try:
+        return make_spec(values, base_dir=Path(src).parent if src else Path.cwd(), source=Path(src) if src else None)
+    except RobustlabError as exc:
+        raise RobustlabError(f"not a valid adv-train checkpoint: detector_spec: {exc.problem}", thing=thing, fix="start over with --force (this interrupted run cannot be resumed)") from None
+    except (TypeError, ValueError) as exc:
+        raise RobustlabError(f"not a valid adv-train checkpoint: detector_spec ({exc.__class__.__name__})", thing=thing, fix="start over with --force (this interrupted run cannot be resumed)") from None
+
+
+def _check_expected(record: Mapping[str, Any], config: FinetuneConfig, expect: Mapping[str, Any], partial: Path) -> None:
+    """RobustlabError when a setting given again on the command line differs from the checkpoint's."""
+    saved_config = config.to_dict()
+    for key, value in expect.items():
+        saved = saved_config.get(key, record.get(key))
         if key in ("train", "val", "test") and value is not None:
             value = str(Path(value).resolve())
         if isinstance(saved, float) and isinstance(value, (int, float)):
@@ -229,140 +290,138 @@ def resume_adv_train(
             same = saved == value or str(saved) == str(value)
         if not same:
             raise RobustlabError(f"{key} is {value!r} but the interrupted run used {saved!r}", thing=partial, fix="resume with the same settings (or none: they are read from the checkpoint), or start over with --force")
-    _lock(partial)
-    spec_values = {k: v for k, v in run["detector_spec"].items() if v is not None}
-    src = run.get("detector_source")
-    spec = make_spec(spec_values, base_dir=Path(src).parent if src else Path.cwd(), source=Path(src) if src else None)
-    if not spec.model.exists():
-        raise RobustlabError("the input model of the interrupted run is gone", thing=spec.model, fix="restore it, or start over")
-    if file_sha256(spec.model) != run["fingerprints"]["model"]:
-        raise RobustlabError("the input model changed since the interrupted run started", thing=spec.model, fix="start over with --force")
-    detector = load_detector(spec, trust_model=bool(run["trust_model"]))
-    sets = _open_sets(run)
-    for name, ds in (("train", sets[0]), ("val", sets[1])):
-        if ds.fingerprint() != run["fingerprints"][name]:
-            raise RobustlabError(f"the {name} set changed since the interrupted run started", thing=run[name], fix="start over with --force")
-    return _run(partial, run, detector, sets, progress=progress, log=log, on_epoch_end=on_epoch_end)
 
 
-def _stratified(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, 0x6A2D])
-    if k >= len(labels):
-        return np.arange(len(labels), dtype=np.int64)
-    chosen = []
-    for c in (0, 1):
-        members = np.flatnonzero(labels == c)
-        take = int(round(k * len(members) / len(labels)))
-        take = min(len(members), max(1, take)) if len(members) else 0
-        chosen.append(rng.choice(members, size=take, replace=False))
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
+# --------------------------------------------------------------------------- training
 
 
-def _run(
-    partial: Path,
-    run: dict[str, Any],
-    source_detector: Any,
-    sets: tuple[Any, Any, Any],
-    *,
-    progress: bool,
-    log: Callable[[str], None],
-    on_epoch_end: Callable[[dict[str, Any]], None] | None,
-) -> FinetuneResult:
-    """Train (from the last checkpoint, if any), then write the outputs and rename into place."""
-    from robustlab.detector.loading import load_detector
+def _run(folder: TrainingFolder, record: dict[str, Any], source_detector: Any, sets: tuple[Any, Any, Any], *, trust_model: bool, progress: bool, log: Log, on_epoch_end: EpochHook | None) -> FinetuneResult:
+    """Train (from the last checkpoint, if any), write the outputs, publish NEW.
 
-    config = FinetuneConfig.from_dict(run["config"])
-    train_set, val_set, test_set = sets
+    A diverging loss, or a RobustlabError before the first complete epoch, removes the unfinished
+    folder: nothing is published and the input model is untouched. Other errors (a damaged
+    checkpoint, data gone mid-run) and a KeyboardInterrupt keep it for ``--resume``.
+    """
     t_start = time.time()
-    det = load_detector(source_detector.spec, trust_model=bool(run["trust_model"]))  # a private copy to train
-    model = det.model
-    original_flags = [(layer, layer.trainable) for layer in [model, *_leaf_layers(model)]]
-    steps, chosen = prepare_training(det, config, train_set)
-    optimizer = steps.optimizer
-    positive = det.positive
-    initial = _model_arrays(model)
+    try:
+        session = _Session(folder, record, source_detector, sets, trust_model=trust_model, log=log)
+        session.train(progress=progress, on_epoch_end=on_epoch_end)
+        threshold, threshold_note = session.keep_best()
+        outputs = _write_outputs(session, threshold, threshold_note, time.time() - t_start, progress)
+    except RobustlabError as exc:
+        if isinstance(exc, TrainingDiverged) or not (folder.dir / CHECKPOINTS / "LATEST").exists():
+            folder.abort()  # nothing worth resuming: a diverged run, or no complete epoch yet
+        raise
+    comp, info = outputs
+    folder.commit({k: v for k, v in info.items() if k != "history"})
+    state = session.state
+    return FinetuneResult(folder.final, state.history, state.best_epoch, state.stopped, threshold, threshold_note, comp, info)
 
-    ckpts = _Checkpoints(partial)
-    latest = ckpts.latest()
-    best_arrays: list[np.ndarray] | None
-    if latest is not None:
-        state, best_file = ckpts.read_state(latest)
-        _assign(model.variables, _load_npz(latest / "model.npz"), "weights", latest)
-        _assign(optimizer.variables, _load_npz(latest / "optimizer.npz"), "optimizer state", latest)
-        best_arrays = _load_npz(ckpts.dir / best_file)
-        optimizer.learning_rate = state.lr
-        log(f"robustlab adv-train: resuming after epoch {state.epoch} of {config.epochs} ({latest})")
-    else:
-        state = TrainState(lr=config.lr)
-        best_arrays = initial
-    h, w = det.input_size
-    resize = det.spec.resize
-    bs = config.batch_size
-    n_train = len(train_set)
 
-    # the guard's validation batch: stratified, seeded, fixed for the whole run
-    y_val_all = val_set.labels if positive == "fake" else 1 - val_set.labels
-    guard_batch = None
-    if config.guard:
-        g_idx = _stratified(y_val_all, config.guard_size, config.seed)
-        guard_batch = val_set.load_arrays((h, w), method=resize, indices=g_idx, batch_size=bs)
-        if len(guard_batch.idx) == 0:
-            guard_batch = None
+class _Session:
+    """One process's share of a fine-tuning run: the private detector copy, its compiled steps,
+    the schedule state (restored from the last checkpoint) and the guard's validation batch."""
 
-    def guard() -> dict[str, float] | None:
-        if guard_batch is None:
+    def __init__(self, folder: TrainingFolder, record: dict[str, Any], source_detector: Any, sets: tuple[Any, Any, Any], *, trust_model: bool, log: Log):
+        from robustlab.detector.loading import load_detector
+
+        self.folder, self.record, self.source, self.log = folder, record, source_detector, log
+        self.trust_model = trust_model
+        self.config = FinetuneConfig.from_dict(record["config"])
+        self.train_set, self.val_set, self.test_set = sets
+        self.det = load_detector(source_detector.spec, trust_model=trust_model)  # a private copy to train
+        model = self.det.model
+        self.original_flags = [(layer, layer.trainable) for layer in [model, *_leaf_layers(model)]]
+        self.steps, self.chosen = prepare_training(self.det, self.config, self.train_set)
+        self.ckpts = _Checkpoints(folder.dir)
+        self.state, self.best_arrays = self._restore(_model_arrays(model))
+        self.guard_batch = self._guard_batch()
+
+    def _restore(self, initial: list[np.ndarray]) -> tuple[TrainState, list[np.ndarray]]:
+        """The state after the last complete epoch (weights, optimizer, schedule), or a fresh one."""
+        latest = self.ckpts.latest()
+        if latest is None:
+            return TrainState(lr=self.config.lr), initial
+        state, best_file = self.ckpts.read_state(latest)
+        _assign(self.det.model.variables, _load_npz(latest / "model.npz"), "weights", latest)
+        _assign(self.steps.optimizer.variables, _load_npz(latest / "optimizer.npz"), "optimizer state", latest)
+        best = _load_npz(self.ckpts.dir / best_file)
+        self.steps.optimizer.learning_rate = state.lr
+        self.log(f"robustlab adv-train: resuming after epoch {state.epoch} of {self.config.epochs} ({latest})")
+        return state, best
+
+    def _labels(self, y: np.ndarray) -> np.ndarray:
+        """int32 positive-class labels from fake = 1 labels."""
+        return (y if self.det.positive == "fake" else 1 - y).astype(np.int32)
+
+    def _guard_batch(self) -> Any:
+        """The guard's validation batch: stratified, seeded (robustlab.sampling), fixed for the run."""
+        from robustlab.sampling import stratified_subset
+
+        config, val_set = self.config, self.val_set
+        if not config.guard or len(val_set) == 0:
             return None
-        y = (guard_batch.y if positive == "fake" else 1 - guard_batch.y).astype(np.int32)
+        fraction = min(1.0, config.guard_size / len(val_set))
+        idx = stratified_subset(self._labels(val_set.labels), fraction, config.seed)
+        batch = val_set.load_arrays(self.det.input_size, method=self.det.spec.resize, indices=idx, batch_size=config.batch_size)
+        return batch if len(batch.idx) else None
+
+    def guard(self) -> dict[str, float] | None:
+        """Accuracy on the guard batch: clean, FGSM and PGD at eps (None without a guard)."""
+        if self.guard_batch is None:
+            return None
+        bs, seed = self.config.batch_size, self.config.seed
+        y = self._labels(self.guard_batch.y)
         clean = fgsm = pgd = 0.0
         for s in range(0, len(y), bs):
-            c, f, p = steps.guard_step(guard_batch.x[s : s + bs], y[s : s + bs], np.asarray([config.seed, 7_000_000 + s], np.int32))
+            c, f, p = self.steps.guard_step(self.guard_batch.x[s : s + bs], y[s : s + bs], np.asarray([seed, 7_000_000 + s], np.int32))
             clean, fgsm, pgd = clean + float(c), fgsm + float(f), pgd + float(p)
         n = float(len(y))
         return {"clean": clean / n, "fgsm": fgsm / n, "pgd": pgd / n}
 
-    if state.guard_baseline is None and config.guard:
-        state.guard_baseline = guard()
-        if state.guard_baseline:
-            gb = state.guard_baseline
-            log(f"robustlab adv-train: before training, guard batch ({len(guard_batch.idx)} val images): clean {gb['clean']:.1%}, FGSM {gb['fgsm']:.1%}, PGD {gb['pgd']:.1%} at eps={config.eps:.4g}")
-
-    log(
-        f"robustlab adv-train: {n_train} train / {len(val_set)} val images, {config.epochs} epoch(s), "
-        f"ratio {config.ratio:g} {steps.train_attack_desc}, {chosen['parameters']} trainable parameters "
-        f"({config.trainable}{', BatchNorm frozen' if chosen['frozen_batchnorm'] else ''}), {config.optimizer} lr {config.lr:g}"
-    )
-    while state.stopped is None and state.epoch < config.epochs:
-        epoch = state.epoch + 1
-        t0 = time.time()
-        stats = steps.train_epoch(train_set, epoch, progress=progress)
-        n_seen = stats["n"]
-        train_seconds = time.time() - t0
-        if n_seen == 0:
-            raise RobustlabError("no training image could be read", thing=run["train"], fix="check the files (see the skipped list above)")
-
-        # validation: clean and under the training attack
+    def validate(self) -> dict[str, float]:
+        """VAL loss and accuracy, clean and under the training attack (seeded per batch)."""
+        det, config = self.det, self.config
         v_loss = v_corr = a_loss = a_corr = v_n = 0.0
-        for vb_no, vb in enumerate(val_set.batches((h, w), method=resize, batch_size=bs)):
+        for vb_no, vb in enumerate(self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size)):
             if len(vb.idx) == 0:
                 continue
-            y = (vb.y if positive == "fake" else 1 - vb.y).astype(np.int32)
-            l1, c1, l2, c2 = steps.val_step(vb.x, y, np.asarray([config.seed, 5_000_000 + vb_no], np.int32))
+            y = self._labels(vb.y)
+            l1, c1, l2, c2 = self.steps.val_step(vb.x, y, np.asarray([config.seed, 5_000_000 + vb_no], np.int32))
             v_loss, v_corr, a_loss, a_corr, v_n = v_loss + float(l1), v_corr + float(c1), a_loss + float(l2), a_corr + float(c2), v_n + len(y)
         if v_n == 0:
-            raise RobustlabError("no validation image could be read", thing=run["val"], fix="check the files (see the skipped list above)")
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "lr": float(state.lr),
-            "loss": stats["loss"],
-            "accuracy": stats["accuracy"],
-            "adv_share": stats["adv_share"],
-            "val_loss": v_loss / v_n,
-            "val_accuracy": v_corr / v_n,
-            "val_adv_loss": a_loss / v_n,
-            "val_adv_accuracy": a_corr / v_n,
-        }
+            raise RobustlabError("no validation image could be read", thing=self.record["val"], fix="check the files (see the skipped list above)")
+        return {"val_loss": v_loss / v_n, "val_accuracy": v_corr / v_n, "val_adv_loss": a_loss / v_n, "val_adv_accuracy": a_corr / v_n}
+
+    def train(self, *, progress: bool, on_epoch_end: EpochHook | None) -> None:
+        """Epochs until the schedule stops or ``config.epochs``; a checkpoint after each."""
+        config, state = self.config, self.state
+        if state.guard_baseline is None and config.guard:
+            state.guard_baseline = self.guard()
+            if state.guard_baseline:
+                gb = state.guard_baseline
+                self.log(f"robustlab adv-train: before training, guard batch ({len(self.guard_batch.idx)} val images): clean {gb['clean']:.1%}, FGSM {gb['fgsm']:.1%}, PGD {gb['pgd']:.1%} at eps={config.eps:.4g}")
+        self.log(
+            f"robustlab adv-train: {len(self.train_set)} train / {len(self.val_set)} val images, {config.epochs} epoch(s), "
+            f"ratio {config.ratio:g} {self.steps.train_attack_desc}, {self.chosen['parameters']} trainable parameters "
+            f"({config.trainable}{', BatchNorm frozen' if self.chosen['frozen_batchnorm'] else ''}), {config.optimizer} lr {config.lr:g}"
+        )
+        while state.stopped is None and state.epoch < config.epochs:
+            row = self.epoch(state.epoch + 1, progress)
+            if on_epoch_end is not None:
+                on_epoch_end(dict(row))
+
+    def epoch(self, epoch: int, progress: bool) -> dict[str, Any]:
+        """Train one epoch, validate, guard, step the schedule, checkpoint -> the history row."""
+        config, state = self.config, self.state
+        t0 = time.time()
+        stats = self.steps.train_epoch(self.train_set, epoch, progress=progress)
+        train_seconds = time.time() - t0
+        if stats["n"] == 0:
+            raise RobustlabError("no training image could be read", thing=self.record["train"], fix="check the files (see the skipped list above)")
+        row: dict[str, Any] = {"epoch": epoch, "lr": float(state.lr), "loss": stats["loss"], "accuracy": stats["accuracy"], "adv_share": stats["adv_share"], **self.validate()}
         row["val_mix_loss"] = (1 - config.ratio) * row["val_loss"] + config.ratio * row["val_adv_loss"]
-        g = guard()
+        g = self.guard()
         reason = None
         if g is not None:
             row.update(guard_clean_accuracy=g["clean"], guard_fgsm_accuracy=g["fgsm"], guard_pgd_accuracy=g["pgd"])
@@ -370,51 +429,56 @@ def _run(
         lr_before = state.lr
         events = schedule_step(state, row, config, collapse=reason)
         if state.lr != lr_before:
-            optimizer.learning_rate = state.lr
+            self.steps.optimizer.learning_rate = state.lr
         new_best = None
         if "best" in events:
-            new_best = _model_arrays(model)
-            best_arrays = new_best
+            new_best = self.best_arrays = _model_arrays(self.det.model)
         elif state.best_epoch == 0 and len(state.history) == 0:
-            new_best = best_arrays  # no trained epoch is better yet: the checkpoint keeps the input weights
-        row["event"] = " ".join(events)
-        row["train_seconds"] = train_seconds
-        row["seconds"] = time.time() - t0
+            new_best = self.best_arrays  # no trained epoch is better yet: the checkpoint keeps the input weights
+        row.update(event=" ".join(events), train_seconds=train_seconds, seconds=time.time() - t0)
         state.history.append(row)
         state.epoch = epoch
         state.seconds += row["seconds"]
-        ckpts.save(state, model, optimizer, new_best)
+        self.ckpts.save(state, self.det.model, self.steps.optimizer, new_best)
+        self._log_epoch(row, g)
+        return row
+
+    def _log_epoch(self, row: Mapping[str, Any], g: Mapping[str, float] | None) -> None:
         guard_text = f", guard FGSM {g['fgsm']:.1%} PGD {g['pgd']:.1%}" if g else ""
-        log(
-            f"robustlab adv-train: epoch {epoch}/{config.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.1%}, "
+        self.log(
+            f"robustlab adv-train: epoch {row['epoch']}/{self.config.epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.1%}, "
             f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.1%}, val_adv_acc {row['val_adv_accuracy']:.1%}"
             f"{guard_text} ({row['train_seconds']:.1f} s train, {row['seconds']:.1f} s total){' [' + row['event'] + ']' if row['event'] else ''}"
         )
-        if state.stopped:
-            log(f"robustlab adv-train: {state.stopped}; keeping epoch {state.best_epoch}")
-        if on_epoch_end is not None:
-            on_epoch_end(dict(row))
+        if self.state.stopped:
+            self.log(f"robustlab adv-train: {self.state.stopped}; keeping epoch {self.state.best_epoch}")
 
-    # ---- the best epoch's weights, the new threshold, the outputs
-    assert best_arrays is not None
-    _assign(model.variables, best_arrays, "best weights", partial)
-    for layer, flag in original_flags:
-        layer.trainable = flag
-    val_scores, val_y = [], []
-    for vb in val_set.batches((h, w), method=resize, batch_size=bs):
-        if len(vb.idx):
-            val_scores.append(det.scores(vb.x))
-            val_y.append(vb.y if positive == "fake" else 1 - vb.y)
-    y_v, s_v = np.concatenate(val_y), np.concatenate(val_scores)
-    try:
-        threshold, threshold_note = pick_val_threshold(y_v, s_v, config.threshold_strategy, thing=run["val"])
-    except RobustlabError as exc:  # e.g. a precision target the new model does not reach: keep the training
-        threshold, threshold_note = pick_val_threshold(y_v, s_v, "max-f1", thing=run["val"])
-        threshold_note = f"{threshold_note} (--threshold-strategy {config.threshold_strategy} failed: {exc.problem})"
-        log(f"robustlab adv-train: warning: --threshold-strategy {config.threshold_strategy} failed on VAL ({exc.problem}); used max-f1")
-    kept = f"epoch {state.best_epoch}" if state.best_epoch else f"epoch 0, the input weights (no epoch improved {config.monitor})"
-    log(f"robustlab adv-train: kept {kept}; threshold {threshold:.4f} ({threshold_note})")
-    return _finish(partial, run, config, state, det, source_detector, test_set, threshold, threshold_note, chosen, steps.train_attack_desc, time.time() - t_start, progress, log)
+    def keep_best(self) -> tuple[float, str]:
+        """Put the best epoch's weights back, restore the layers' trainable flags, pick the new
+        threshold on VAL -> (threshold, how it was picked)."""
+        config, det = self.config, self.det
+        _assign(det.model.variables, self.best_arrays, "best weights", self.folder.dir)
+        for layer, flag in self.original_flags:
+            layer.trainable = flag
+        scores, labels = [], []
+        for vb in self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size):
+            if len(vb.idx):
+                scores.append(det.scores(vb.x))
+                labels.append(vb.y if det.positive == "fake" else 1 - vb.y)
+        y_v, s_v = np.concatenate(labels), np.concatenate(scores)
+        try:
+            threshold, note = pick_val_threshold(y_v, s_v, config.threshold_strategy, thing=self.record["val"])
+        except RobustlabError as exc:  # e.g. a precision target the new model does not reach: keep the training
+            threshold, note = pick_val_threshold(y_v, s_v, "max-f1", thing=self.record["val"])
+            note = f"{note} (--threshold-strategy {config.threshold_strategy} failed: {exc.problem})"
+            self.log(f"robustlab adv-train: warning: --threshold-strategy {config.threshold_strategy} failed on VAL ({exc.problem}); used max-f1")
+        state = self.state
+        kept = f"epoch {state.best_epoch}" if state.best_epoch else f"epoch 0, the input weights (no epoch improved {config.monitor})"
+        self.log(f"robustlab adv-train: kept {kept}; threshold {threshold:.4f} ({note})")
+        return threshold, note
+
+
+# --------------------------------------------------------------------------- outputs
 
 
 def _new_spec(det: Any, threshold: float, name: str) -> dict[str, Any]:
@@ -430,7 +494,7 @@ def _new_spec(det: Any, threshold: float, name: str) -> dict[str, Any]:
         "output": str(det.output),
         "classes": list(det.classes),
         "positive": det.positive,
-        "threshold": round(float(threshold), 6),
+        "threshold": float(threshold),  # in full: rounding could move it across a VAL score
     }
     if spec.custom_objects:
         out["custom_objects"] = dict(spec.custom_objects)
@@ -474,71 +538,78 @@ def _write_history(partial: Path, history: list[dict[str, Any]], best_epoch: int
     os.replace(tmp, partial / "history.png")
 
 
-def _finish(
-    partial: Path,
-    run: dict[str, Any],
-    config: FinetuneConfig,
-    state: TrainState,
-    det: Any,
-    source_detector: Any,
-    test_set: Any,
-    threshold: float,
-    threshold_note: str,
-    chosen: dict[str, Any],
-    attack_desc: str,
-    seconds: float,
-    progress: bool,
-    log: Callable[[str], None],
-) -> FinetuneResult:
+def _write_outputs(session: _Session, threshold: float, threshold_note: str, seconds: float, progress: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """model.keras, detector.yaml, history.csv/.png, before-after/ and train.json into the
+    unfinished folder -> (comparison rows, train.json contents)."""
+    folder, state = session.folder, session.state
+    _write_model_files(session, threshold)
+    _write_history(folder.dir, state.history, state.best_epoch, state.stopped)
+    comp = _before_after(session, threshold, threshold_note, progress)
+    info = _train_info(session, threshold, threshold_note, seconds)
+    atomic_write_text(folder.path("train.json"), to_json(info))
+    return json.loads(to_json({"rows": comp}))["rows"], info
+
+
+def _write_model_files(session: _Session, threshold: float) -> None:
+    """The trained model (Keras 3) and its detector.yaml (the input's preprocessing, the new threshold)."""
+    folder, source, config = session.folder, session.source, session.config
+    model_tmp = folder.path(".model.tmp.keras")
+    session.det.model.save(model_tmp)
+    os.replace(model_tmp, folder.path("model.keras"))
+    spec_values = _new_spec(session.det, threshold, f"{source.spec.name}-advtrained")
+    header = (
+        f"# robustlab adv-train: {source.spec.name} fine-tuned with {config.ratio:g} {config.attack} mixing at eps={config.eps:.5g}\n"
+        f"# preprocessing copied from {source.spec.source or source.spec.model}; threshold re-picked on VAL\n"
+    )
+    atomic_write_text(folder.path("detector.yaml"), header + yaml.safe_dump(spec_values, sort_keys=False))
+
+
+def _before_after(session: _Session, threshold: float, threshold_note: str, progress: bool) -> list[dict[str, Any]]:
+    """``before-after/``: the input and the new detector evaluated on TEST (VAL without --test) with
+    the same variants, seed and subset, and the comparison (.md, .json, .csv) -> comparison rows."""
     from robustlab.detector.loading import load_detector
     from robustlab.evaluation.pipeline import EvaluationPlan
     from robustlab.evaluation.pipeline import run as run_plan
-    from robustlab.runs import versions
 
-    out = Path(run["out"])
-    name = f"{source_detector.spec.name}-advtrained"
-    # the model, its spec and the history (inside the partial folder, renamed as a whole below)
-    model_tmp = partial / ".model.tmp.keras"
-    det.model.save(model_tmp)
-    os.replace(model_tmp, partial / "model.keras")
-    spec_values = _new_spec(det, threshold, name)
-    header = (
-        f"# robustlab adv-train: {source_detector.spec.name} fine-tuned with {config.ratio:g} {config.attack} mixing at eps={config.eps:.5g}\n"
-        f"# preprocessing copied from {source_detector.spec.source or source_detector.spec.model}; threshold re-picked on VAL\n"
-    )
-    atomic_write_text(partial / "detector.yaml", header + yaml.safe_dump(spec_values, sort_keys=False))
-    _write_history(partial, state.history, state.best_epoch, state.stopped)
-
-    # before / after on TEST (VAL when no --test): the same variants, seed and subset for both
-    new_det = load_detector(partial / "detector.yaml", trust_model=bool(run["trust_model"]))
-    variants = default_eval_variants(config.eps, run["eval"]["attacks"], run["eval"]["corruptions"])
-    ba = partial / "before-after"
+    folder, record, config, source, test_set = session.folder, session.record, session.config, session.source, session.test_set
+    out = folder.final
+    new_det = load_detector(folder.path("detector.yaml"), trust_model=session.trust_model)
+    variants = default_eval_variants(config.eps, record["eval"]["attacks"], record["eval"]["corruptions"])
+    ba = folder.path("before-after")
     shutil.rmtree(ba, ignore_errors=True)
-    fraction = float(run["eval"]["fraction"])
-    command = tuple(run["command"]) if run.get("command") else None
+    fraction = float(record["eval"]["fraction"])
+    command = tuple(record["command"]) if record.get("command") else None
 
     def evaluated(detector: Any, where: Path, detector_info: "dict[str, Any] | None" = None) -> Any:
-        plan = EvaluationPlan(detector, test_set, tuple(variants), fraction, where, True, seed=config.seed, batch_size=config.batch_size, progress=progress, command=command, config={"adv_train": run["out"]}, checks=_checks(detector, variants), detector_info=detector_info)
+        plan = EvaluationPlan(detector, test_set, tuple(variants), fraction, where, True, seed=config.seed, batch_size=config.batch_size, progress=progress, command=command, config={"adv_train": str(out)}, checks=_checks(detector, variants), detector_info=detector_info)
         return run_plan(plan).result
 
-    log(f"robustlab adv-train: evaluating the input detector and the new one on {test_set.root} ({len(test_set)} images)")
-    before = evaluated(source_detector, ba / "before")
+    session.log(f"robustlab adv-train: evaluating the input detector and the new one on {test_set.root} ({len(test_set)} images)")
+    before = evaluated(source, ba / "before")
     after_desc = new_det.describe()
     after_desc["spec"] = {**after_desc["spec"], "model": str(out / "model.keras")}
     after_desc["spec_file"] = str(out / "detector.yaml")
     after = evaluated(new_det, ba / "after", after_desc)
     comp = comparison_rows(before.rows, after.rows)
+    _write_comparison(ba, comp, session, threshold, threshold_note)
+    return comp
+
+
+def _write_comparison(ba: Path, comp: list[dict[str, Any]], session: _Session, threshold: float, threshold_note: str) -> None:
+    """``comparison.md`` (with a summary of the run), ``comparison.json`` and ``comparison.csv``."""
+    source, config, state, record, test_set = session.source, session.config, session.state, session.record, session.test_set
+    out = session.folder.final
     summary = [
-        f"Before: `{source_detector.spec.source or source_detector.spec.model}` (threshold {source_detector.threshold:g}).",
+        f"Before: `{source.spec.source or source.spec.model}` (threshold {source.threshold:g}).",
         f"After: `{out / 'detector.yaml'}` (threshold {threshold:.4f}, {threshold_note}); kept epoch {state.best_epoch} of {len(state.history)} trained.",
-        f"Training: ratio {config.ratio:g} of each batch {attack_desc}; {config.optimizer} lr {config.lr:g}; trainable {config.trainable}.",
-        f"Data: `{test_set.root}` ({len(test_set)} images); attacked subset fraction {float(run['eval']['fraction']):g}, seed {config.seed}.",
+        f"Training: ratio {config.ratio:g} of each batch {session.steps.train_attack_desc}; {config.optimizer} lr {config.lr:g}; trainable {config.trainable}.",
+        f"Data: `{test_set.root}` ({len(test_set)} images); attacked subset fraction {float(record['eval']['fraction']):g}, seed {config.seed}.",
     ]
-    if not run.get("test"):
+    if not record.get("test"):
         summary.append("**Optimistic**: no --test was given, so these rows are on VAL, where the kept epoch and the new threshold were picked. Evaluate on a held-out set before trusting them.")
     if state.stopped:
         summary.append(f"Stopped early: {state.stopped}.")
-    atomic_write_text(ba / "comparison.md", comparison_markdown(comp, title=f"robustlab adv-train: {source_detector.spec.name} before / after", summary=summary))
+    atomic_write_text(ba / "comparison.md", comparison_markdown(comp, title=f"robustlab adv-train: {source.spec.name} before / after", summary=summary))
     atomic_write_text(ba / "comparison.json", to_json({"rows": comp}))
     buf = io.StringIO()
     if comp:
@@ -548,16 +619,22 @@ def _finish(
             writer.writerow({k: "" if v is None else v for k, v in r.items()})
     atomic_write_text(ba / "comparison.csv", buf.getvalue())
 
-    info = {
-        "command": run.get("command"),
-        "config": run["config"],
-        "train": run["train"],
-        "val": run["val"],
-        "test": run.get("test"),
-        "detector_in": source_detector.describe(),
-        "detector_out": str(out / "detector.yaml"),
-        "trainable": chosen,
-        "training_attack": attack_desc,
+
+def _train_info(session: _Session, threshold: float, threshold_note: str, seconds: float) -> dict[str, Any]:
+    """``train.json``: the settings, what trained, the history, the kept epoch, versions and timings."""
+    from robustlab.runs import versions
+
+    record, config, state = session.record, session.config, session.state
+    return {
+        "command": record.get("command"),
+        "config": record["config"],
+        "train": record["train"],
+        "val": record["val"],
+        "test": record.get("test"),
+        "detector_in": session.source.describe(),
+        "detector_out": str(session.folder.final / "detector.yaml"),
+        "trainable": session.chosen,
+        "training_attack": session.steps.train_attack_desc,
         "best_epoch": state.best_epoch,
         "epochs_trained": len(state.history),
         "stopped": state.stopped,
@@ -567,24 +644,8 @@ def _finish(
         "threshold": threshold,
         "threshold_from": threshold_note,
         "history": state.history,
-        "fingerprints": run["fingerprints"],
+        "fingerprints": record["fingerprints"],
         "versions": versions(),
         "timings": {"train_seconds": round(state.seconds, 3), "this_session_seconds": round(seconds, 3)},
         "complete": True,
     }
-    atomic_write_text(partial / "train.json", to_json(info))
-    # publish: the folder is renamed into place, then the checkpoints, resume file and lock go
-    old = None
-    if out.exists():
-        if any(out.iterdir()) and not run.get("force"):
-            raise RobustlabError("appeared while adv-train was working", thing=out, fix=f"move it away and run `robustlab adv-train --resume {out}` again")
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time())}"
-        os.replace(out, old)
-    os.replace(partial, out)
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
-    for leftover in ("run.json", "LOCK"):
-        (out / leftover).unlink(missing_ok=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    comp_out = json.loads((out / "before-after" / "comparison.json").read_text(encoding="utf-8"))["rows"]
-    return FinetuneResult(out, state.history, state.best_epoch, state.stopped, threshold, threshold_note, comp_out, info)

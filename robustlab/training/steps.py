@@ -1,11 +1,16 @@
 """The compiled training steps: in-graph FGSM/PGD examples mixed into each batch, and the update.
+
+The attacks are :class:`~robustlab.attacks.spec.AttackSpec` s run by the in-graph backend
+(:mod:`robustlab.attacks.tf_backend`); :meth:`FinetuneConfig.attack_spec` builds them.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from robustlab.attacks.tf_backend import attack_graph, cross_entropy
 from robustlab.errors import RobustlabError
 from robustlab.training.config import (
     FinetuneConfig,
@@ -26,81 +31,15 @@ def _seed_generators(model: Any, seed: int) -> None:
             k += 1
 
 
-# --------------------------------------------------------------------------- graph functions
+class TrainingDiverged(RobustlabError):
+    """The training loss became NaN or infinite: the run stops (exit 2); nothing is published."""
 
-
-def _ce(logits: Any, y: Any, smooth: float = 0.0) -> Any:
-    """Per-sample softmax cross-entropy of (N, 2) logits against int labels (N,), label smoothing."""
-    import tensorflow as tf
-
-    onehot = tf.one_hot(y, 2, dtype=tf.float32)
-    if smooth:
-        onehot = onehot * (1.0 - smooth) + smooth / 2.0
-    return tf.nn.softmax_cross_entropy_with_logits(onehot, logits)
-
-
-def attack_plan(attack: "TrainAttack | str", eps: float, pgd_steps: int = 10, pgd_step: float | None = None) -> tuple[TrainAttack, int, float]:
-    """``(kind, steps, step size)`` of a training attack: fgsm (1, eps), fgsm-rs (1, 1.25 eps), pgd."""
-    kind = TrainAttack.parse(attack, what="training attack")
-    if kind is TrainAttack.FGSM:
-        return kind, 1, float(eps)
-    if kind is TrainAttack.FGSM_RS:
-        return kind, 1, 1.25 * float(eps)
-    return kind, int(pgd_steps), float(pgd_step if pgd_step is not None else 2.5 * eps / pgd_steps)
-
-
-def attack_graph(detector: Any, x01: Any, y: Any, seed: Any, eps: float, plan: tuple[TrainAttack, int, float]) -> Any:
-    """L-inf attack against the detector's *current* weights, as TensorFlow ops (usable in tf.function).
-
-    ``x01`` float32 (N, H, W, 3) RGB in [0, 1]; ``y`` int32 (N,) positive-class labels; ``seed``
-    int32 (2,) for the random start (stateless: the same seed gives the same start). Gradients of
-    the cross-entropy of ``detector.class_logits(x, training=False)`` w.r.t. the [0, 1] input.
-    Returns float32 (N, H, W, 3) in [0, 1] with ``|x' - x|_inf <= eps`` (no gradient flows back).
-    """
-    import tensorflow as tf
-
-    kind, steps, step = plan
-    eps = float(eps)
-    if kind is TrainAttack.FGSM:
-        x_adv = x01
-    else:
-        delta = tf.random.stateless_uniform(tf.shape(x01), seed, -eps, eps, dtype=tf.float32)
-        x_adv = tf.clip_by_value(x01 + delta, 0.0, 1.0)
-
-    def one_step(x_cur: Any) -> Any:
-        with tf.GradientTape() as tape:
-            tape.watch(x_cur)
-            loss = tf.reduce_sum(_ce(detector.class_logits(x_cur, training=False), y))
-        grad = tape.gradient(loss, x_cur)
-        x_new = x_cur + step * tf.sign(grad)
-        return tf.clip_by_value(tf.clip_by_value(x_new, x01 - eps, x01 + eps), 0.0, 1.0)
-
-    if steps == 1:
-        x_adv = one_step(x_adv)
-    else:  # a graph loop, so a PGD of many steps traces one gradient graph, not many
-        _, x_adv = tf.while_loop(lambda i, _x: i < steps, lambda i, x_cur: (i + 1, one_step(x_cur)), (tf.constant(0), x_adv))
-    return tf.stop_gradient(x_adv)
-
-
-def adversarial_examples(
-    detector: Any,
-    x_uint8: np.ndarray,
-    y: np.ndarray,
-    *,
-    attack: "TrainAttack | str" = TrainAttack.FGSM,
-    eps: float = 8 / 255,
-    pgd_steps: int = 10,
-    pgd_step: float | None = None,
-    seed: tuple[int, int] = (0, 0),
-) -> np.ndarray:
-    """The training attack on a batch, outside training: uint8 (N, H, W, 3) + positive-class labels
-    -> float32 (N, H, W, 3) in [0, 1] (not quantized), made against the detector's current weights."""
-    import tensorflow as tf
-
-    x01 = tf.constant(np.asarray(x_uint8, np.float32) / 255.0)
-    plan = attack_plan(attack, eps, pgd_steps, pgd_step)
-    out = attack_graph(detector, x01, tf.constant(np.asarray(y, np.int32)), tf.constant(np.asarray(seed, np.int32)), eps, plan)
-    return np.asarray(out, np.float32)
+    def __init__(self, epoch: int, step: int, loss: float, thing: str | None = None):
+        super().__init__(
+            f"training diverged: the loss is {loss} at epoch {epoch}, batch {step + 1}",
+            thing=thing,
+            fix="lower --lr (e.g. --lr 1e-4), or use --optimizer adam; the input model is unchanged",
+        )
 
 
 class TrainingSteps:
@@ -112,35 +51,39 @@ class TrainingSteps:
     """
 
     def __init__(self, detector: Any, config: FinetuneConfig, optimizer: Any, class_w: np.ndarray):
-        import tensorflow as tf
-
         self.detector = detector
         self.config = config
         self.optimizer = optimizer
-        h, w = detector.input_size
+        self.variables = list(detector.model.trainable_variables)
+        optimizer.build(self.variables)
+        self.train_spec = config.attack_spec()
+        spec = self.train_spec
+        self.train_attack_desc = f"{config.attack} (steps={spec.steps}, step={spec.step_size:.5g}, eps={float(config.eps):.5g})"
+        self.plain_step, self.mixed_step = self._training_functions(class_w)
+        self.val_step, self.guard_step = self._evaluation_functions()
+
+    def _specs(self) -> tuple[Any, Any, Any]:
+        """TensorSpecs of a batch: uint8 (None, H, W, 3) images, int32 (None,) labels, int32 (2,) seed."""
+        import tensorflow as tf
+
+        h, w = self.detector.input_size
+        return tf.TensorSpec((None, h, w, 3), tf.uint8), tf.TensorSpec((None,), tf.int32), tf.TensorSpec((2,), tf.int32)
+
+    def _training_functions(self, class_w: np.ndarray) -> tuple[Any, Any]:
+        """``plain_step(x, y)`` and ``mixed_step(x, y, adv_idx, seed)``: one update -> (loss, correct)."""
+        import tensorflow as tf
+
+        detector, optimizer, variables = self.detector, self.optimizer, self.variables
         model = detector.model
-        variables = list(model.trainable_variables)
-        optimizer.build(variables)
-        self.variables = variables
         cw = tf.constant(class_w, tf.float32)
-        smoothing = float(config.label_smoothing)
-        eps = float(config.eps)
-        ce = _ce
-
-        def attack(x01: Any, y: Any, seed: Any, plan: tuple[TrainAttack, int, float]) -> Any:
-            return attack_graph(detector, x01, y, seed, eps, plan)
-
-        train_attack = attack_plan(config.attack, eps, config.pgd_steps, config.pgd_step)
-        kind = train_attack[0]
-        self.train_attack_desc = f"{kind} (steps={train_attack[1]}, step={train_attack[2]:.5g}, eps={eps:.5g})"
-        x_spec = tf.TensorSpec((None, h, w, 3), tf.uint8)
-        y_spec = tf.TensorSpec((None,), tf.int32)
-        seed_spec = tf.TensorSpec((2,), tf.int32)
+        smoothing = float(self.config.label_smoothing)
+        train_spec = self.train_spec
+        x_spec, y_spec, seed_spec = self._specs()
 
         def apply_grads(x01: Any, y: Any) -> tuple[Any, Any]:
             with tf.GradientTape() as tape:
                 logits = detector.class_logits(x01, training=True)
-                per = ce(logits, y, smoothing) * tf.gather(cw, y)
+                per = cross_entropy(logits, y, smoothing) * tf.gather(cw, y)
                 loss = tf.reduce_sum(per) / tf.maximum(tf.reduce_sum(tf.gather(cw, y)), 1e-12)
                 reg = model.losses
                 if reg:
@@ -150,8 +93,7 @@ class TrainingSteps:
             if not pairs:
                 raise RobustlabError("no gradient reaches the trainable weights", thing=str(detector.spec.model), fix="check --trainable; the chosen layers are not on the path to the output")
             optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.float32))
-            return loss, correct
+            return loss, _correct(logits, y)
 
         @tf.function(input_signature=[x_spec, y_spec], reduce_retracing=True)
         def plain_step(x: Any, y: Any) -> tuple[Any, Any]:
@@ -160,46 +102,49 @@ class TrainingSteps:
         @tf.function(input_signature=[x_spec, y_spec, tf.TensorSpec((None,), tf.int32), seed_spec], reduce_retracing=True)
         def mixed_step(x: Any, y: Any, adv_idx: Any, seed: Any) -> tuple[Any, Any]:
             x01 = tf.cast(x, tf.float32) / 255.0
-            sub = tf.gather(x01, adv_idx)
-            adv = attack(sub, tf.gather(y, adv_idx), seed, train_attack)
+            adv = attack_graph(detector, tf.gather(x01, adv_idx), tf.gather(y, adv_idx), seed, train_spec)
             x01 = tf.tensor_scatter_nd_update(x01, adv_idx[:, None], adv)
             return apply_grads(x01, y)
 
-        def correct_and_loss(x01: Any, y: Any) -> tuple[Any, Any]:
+        return plain_step, mixed_step
+
+    def _evaluation_functions(self) -> tuple[Any, Any]:
+        """``val_step(x, y, seed)`` -> (loss, correct, adv_loss, adv_correct) under the training attack;
+        ``guard_step(x, y, seed)`` -> correct (clean, FGSM, PGD) at eps. Sums over the batch."""
+        import tensorflow as tf
+
+        detector, config = self.detector, self.config
+        smoothing = float(config.label_smoothing)
+        train_spec, fgsm, pgd = self.train_spec, config.attack_spec(TrainAttack.FGSM), config.attack_spec(TrainAttack.PGD)
+        x_spec, y_spec, seed_spec = self._specs()
+
+        def loss_and_correct(x01: Any, y: Any) -> tuple[Any, Any]:
             logits = detector.class_logits(x01, training=False)
-            loss = tf.reduce_sum(ce(logits, y, smoothing))
-            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.float32))
-            return loss, correct
+            return tf.reduce_sum(cross_entropy(logits, y, smoothing)), _correct(logits, y)
 
         @tf.function(input_signature=[x_spec, y_spec, seed_spec], reduce_retracing=True)
         def val_step(x: Any, y: Any, seed: Any) -> tuple[Any, Any, Any, Any]:
             x01 = tf.cast(x, tf.float32) / 255.0
-            loss, correct = correct_and_loss(x01, y)
-            adv_loss, adv_correct = correct_and_loss(attack(x01, y, seed, train_attack), y)
+            loss, correct = loss_and_correct(x01, y)
+            adv_loss, adv_correct = loss_and_correct(attack_graph(detector, x01, y, seed, train_spec), y)
             return loss, correct, adv_loss, adv_correct
-
-        pgd_eval = attack_plan(TrainAttack.PGD, eps, config.pgd_steps, config.pgd_step)
 
         @tf.function(input_signature=[x_spec, y_spec, seed_spec], reduce_retracing=True)
         def guard_step(x: Any, y: Any, seed: Any) -> tuple[Any, Any, Any]:
             x01 = tf.cast(x, tf.float32) / 255.0
-            _, clean = correct_and_loss(x01, y)
-            _, fgsm = correct_and_loss(attack(x01, y, seed, attack_plan(TrainAttack.FGSM, eps)), y)
-            _, pgd = correct_and_loss(attack(x01, y, seed, pgd_eval), y)
-            return clean, fgsm, pgd
+            _, clean = loss_and_correct(x01, y)
+            _, fgsm_correct = loss_and_correct(attack_graph(detector, x01, y, seed, fgsm), y)
+            _, pgd_correct = loss_and_correct(attack_graph(detector, x01, y, seed, pgd), y)
+            return clean, fgsm_correct, pgd_correct
 
-        self.plain_step = plain_step
-        self.mixed_step = mixed_step
-        self.val_step = val_step
-        self.guard_step = guard_step
-        self.attack = attack
-        self.train_attack = train_attack
+        return val_step, guard_step
 
     def train_epoch(self, train_set: Any, epoch: int, *, progress: bool = False) -> dict[str, float]:
         """One pass over TRAIN (streamed in a seeded order for ``epoch``), ``ratio`` of each batch attacked.
 
         Returns ``{"loss", "accuracy", "adv_share", "n"}`` over the images seen. All randomness
         (order, which images are attacked, random starts) is keyed by ``(seed, epoch, step)``.
+        Raises :class:`TrainingDiverged` at the first batch whose loss is NaN or infinite.
         """
         config, det = self.config, self.detector
         positive = det.positive
@@ -221,12 +166,21 @@ class TrainingSteps:
                 loss, corr = self.mixed_step(batch.x, y, adv_idx, seed)
             else:
                 loss, corr = self.plain_step(batch.x, y)
+            if not math.isfinite(float(loss)):
+                raise TrainingDiverged(epoch, step, float(loss), str(getattr(train_set, 'root', '')) or None)
             loss_sum += float(loss) * b
             correct += float(corr)
             n_seen += b
             n_adv += k
         n = max(n_seen, 1.0)
         return {"loss": loss_sum / n, "accuracy": correct / n, "adv_share": n_adv / n, "n": n_seen}
+
+
+def _correct(logits: Any, y: Any) -> Any:
+    """float32 scalar: how many rows of (N, 2) logits have their argmax equal to the int32 label (N,)."""
+    import tensorflow as tf
+
+    return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), y), tf.float32))
 
 
 def prepare_training(detector: Any, config: FinetuneConfig, train_set: Any) -> tuple[TrainingSteps, dict[str, Any]]:
