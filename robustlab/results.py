@@ -71,6 +71,16 @@ class Variant(Protocol):
         ...
 
 
+@runtime_checkable
+class SelectiveVariant(Variant, Protocol):
+    """An adversarial variant that runs on part of the attacked subset only (an attack with
+    ``direction=evade``: fakes only); the images it does not select get no row of it."""
+
+    def selects(self, y_fake: np.ndarray) -> np.ndarray:
+        """``y_fake`` int64 (B,) with 1 = fake (whatever the detector's positive class) -> bool (B,)."""
+        ...
+
+
 @dataclass(frozen=True)
 class BatchRecord:
     """One batch through one variant, or through the clean pass (``variant`` None), for hooks.

@@ -35,46 +35,64 @@ def _accuracy(y: np.ndarray, scores: np.ndarray, threshold: float) -> float:
     return float(np.mean(predict(scores, threshold) == y)) if len(y) else math.nan
 
 
+# (stronger, weaker): the first at the same eps and norm should be at least as strong as the second
+_ORDER = (
+    ("pgd", "fgsm", "PGD with the same budget should be at least as strong: suspect gradient masking (obfuscated or noisy gradients), too few steps or too small a step"),
+    ("apgd", "pgd", "APGD adapts its step size and should match PGD at the same budget: suspect gradient masking (noisy gradients), or too few APGD steps"),
+    ("square", "fgsm", "on a smooth detector Square with enough queries matches a single gradient step: raise queries, or suspect a score that hides the margin (rounded, clipped)"),
+)
+
+
+def _attack_spec(v: Any) -> "AttackSpec | None":
+    from robustlab.attacks.cascade import AutoVariant
+
+    return v.spec if isinstance(v, (AttackVariant, AutoVariant)) else None
+
+
 def cross_attack_checks(result: "EvaluationResult") -> list[str]:
     """A check (``checks=[cross_attack_checks]``): warnings that point to a broken evaluation.
 
     * an L-inf attack at eps >= 4/255 whose adversarial accuracy is not below the clean accuracy of
       the same images (the attack did nothing: gradient masking, a wrong spec, a broken attack);
-    * PGD weaker than FGSM at the same eps and norm (PGD with the same budget is at least as strong).
+    * at the same eps, norm and direction: PGD weaker than FGSM, APGD weaker than PGD, Square weaker
+      than FGSM (see ``_ORDER``), and ``auto`` weaker than any single attack (its own stages make it
+      the worst case per image; a stronger outside attack means its budgets are too small).
     """
     threshold = float(result.info.threshold)
     out: list[str] = []
-    acc: dict[tuple[str, float, str], tuple[float, int, str]] = {}
+    acc: dict[tuple[str, float, str, str], tuple[float, int, str]] = {}
     for o in result.outcomes:
-        v = o.variant
-        if not isinstance(v, AttackVariant) or o.n == 0:
+        spec = _attack_spec(o.variant)
+        if spec is None or o.n == 0 or spec.eps is None:
             continue
         adv = _accuracy(o.y, o.scores, threshold)
         clean = _accuracy(o.y, o.clean_scores, threshold)
-        spec = v.spec
         if spec.norm is Norm.LINF and spec.eps >= CHECK_EPS - 1e-9 and clean > 0 and adv >= clean:
             out.append(
                 f"{spec.title()}: adversarial accuracy {adv:.1%} is not below the clean accuracy {clean:.1%} of the same {o.n} images "
                 f"at eps >= 4/255: the attack did not hurt; suspect gradient masking (a saturated or non-differentiable score), "
                 f"a wrong preprocessing spec (scale, color) or a broken attack"
             )
-        key = (spec.method.value, round(spec.eps, 6), spec.norm.value)
+        key = (spec.method.value, round(spec.eps, 6), spec.norm.value, spec.direction.value)
         prev = acc.get(key)
-        if prev is None or adv < prev[0]:  # strongest setting per method, eps and norm
+        if prev is None or adv < prev[0]:  # strongest setting per method, eps, norm and direction
             acc[key] = (adv, o.n, spec.title())
-    for (method, eps, norm), (pgd_acc, n, title) in acc.items():
-        if method != AttackMethod.PGD.value:
-            continue
-        fgsm = acc.get((AttackMethod.FGSM.value, eps, norm))
-        if fgsm is None:
-            continue
-        fgsm_acc, fgsm_n, fgsm_title = fgsm
-        tolerance = max(0.02, 1.5 / min(n, fgsm_n))
-        if pgd_acc > fgsm_acc + tolerance:
-            out.append(
-                f"{title} is weaker than {fgsm_title}: accuracy {pgd_acc:.1%} vs {fgsm_acc:.1%}; PGD with the same budget should be "
-                f"at least as strong: suspect gradient masking (obfuscated or noisy gradients), too few steps or too small a step"
-            )
+
+    def weaker(a: tuple[float, int, str], b: tuple[float, int, str]) -> bool:
+        return a[0] > b[0] + max(0.02, 1.5 / min(a[1], b[1]))
+
+    for (method, eps, norm, direction), mine in acc.items():
+        for strong, weak, why in _ORDER:
+            other = acc.get((weak, eps, norm, direction))
+            if method == strong and other is not None and weaker(mine, other):
+                out.append(f"{mine[2]} is weaker than {other[2]}: accuracy {mine[0]:.1%} vs {other[0]:.1%}; {why}")
+        if method == AttackMethod.AUTO.value:
+            for (m2, e2, n2, d2), single in acc.items():
+                if m2 != method and (e2, n2, d2) == (eps, norm, direction) and weaker(mine, single):
+                    out.append(
+                        f"{mine[2]} is weaker than {single[2]}: accuracy {mine[0]:.1%} vs {single[0]:.1%}; the cascade should be the worst "
+                        f"case: raise its budgets (steps=, queries=, restarts=) and report the minimum of the two"
+                    )
     return out
 
 
@@ -138,10 +156,12 @@ def sanity_message(outcome: "SanityOutcome | None") -> str:
 
 
 def attack_checks(detector: "Detector", variants: Sequence[Any], *, sanity: bool = False) -> list[Callable[["EvaluationResult"], list[str]]]:
-    """The checks for a run with attacks: :func:`cross_attack_checks` when an attack runs. With
-    attacks or ``sanity``, a detector without input gradients is refused here (RobustlabError),
-    before any work."""
-    attacks = any(isinstance(v, AttackVariant) for v in variants)
-    if attacks or sanity:
+    """The checks for a run with attacks: :func:`cross_attack_checks` when an attack runs. With a
+    white-box attack (fgsm, pgd, apgd, auto) or ``sanity``, a detector without input gradients is
+    refused here (RobustlabError naming the black-box attacks), before any work; black-box attacks
+    (square, hsj) need no gradient."""
+    specs = [s for s in (_attack_spec(v) for v in variants) if s is not None]
+    attacks = bool(specs)
+    if sanity or any(s.white_box for s in specs):
         art_classifier(detector)  # a detector without input gradients stops here, with the reason
     return [cross_attack_checks] if attacks else []

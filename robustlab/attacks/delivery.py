@@ -36,9 +36,10 @@ class AttackResult(NamedTuple):
     ``images`` uint8 (N, H, W, 3): the delivered adversarial images; ``success`` bool (N,): the
     delivered image is misclassified; ``linf`` / ``l2`` float64 (N,): realized perturbation in /255
     units (grey levels); ``psnr`` float64 (N,) dB (inf when unchanged); ``ssim`` float64 (N,);
-    ``scores``, ``zero_gradient`` and ``seconds`` (per stage: ``gradient`` the compiled loss
-    gradient, ``art_other`` ART's own work around it, ``deliver_and_norms``, ``ssim``,
-    ``success_check``) as :func:`robustlab.attacks.art_backend.run_attack` measured them.
+    ``scores``, ``zero_gradient``, ``seconds`` (per stage: ``gradient`` the compiled loss
+    gradient of a white-box attack or ``queries`` the model queries of a black-box one,
+    ``art_other`` ART's own work around it, ``deliver_and_norms``, ``ssim``, ``success_check``)
+    and ``queries`` as :func:`robustlab.attacks.art_backend.run_attack` measured them.
     """
 
     images: np.ndarray
@@ -50,6 +51,7 @@ class AttackResult(NamedTuple):
     scores: np.ndarray | None = None  # float64 (N,) P(positive) of ``images`` (the success check)
     zero_gradient: np.ndarray | None = None  # bool (N,): the loss gradient was exactly zero at every step
     seconds: Mapping[str, float] = _NO_SECONDS  # time per stage of run_attack
+    queries: np.ndarray | None = None  # int64 (N,): model queries per image (black-box attacks)
 
 
 def deliver(x_uint8: np.ndarray, x_adv: np.ndarray, spec: AttackSpec) -> np.ndarray:
@@ -68,7 +70,9 @@ def deliver(x_uint8: np.ndarray, x_adv: np.ndarray, spec: AttackSpec) -> np.ndar
         d = np.where(np.isnan(d), np.float32(0.0), d)
     d *= np.float32(255.0)
     d -= x32  # grey levels
-    if spec.norm is Norm.LINF:
+    if spec.eps is None:  # no budget (hsj without eps): the nearest grey levels
+        q = np.rint(d, out=d)
+    elif spec.norm is Norm.LINF:
         limit = np.float32(spec.budget_levels)
         q = np.rint(d, out=d)
         np.clip(q, -limit, limit, out=q)

@@ -15,6 +15,8 @@ from robustlab.attacks.spec import (
     ZERO_GRADIENT_WARN,
     AttackMethod,
     AttackSpec,
+    Direction,
+    Loss,
     Norm,
     parse_eps,
 )
@@ -34,34 +36,57 @@ def make_attacks(
     steps: int | None = None,
     step: "str | float | None" = None,
     random_start: bool | None = None,
-) -> list["AttackVariant"]:
-    """One :class:`AttackVariant` per eps value; every value checked (RobustlabError, exit 2)."""
+    loss: "str | Loss | None" = None,
+    queries: int | None = None,
+    restarts: int | None = None,
+    direction: "str | Direction" = Direction.BOTH,
+) -> list[Any]:
+    """One variant per eps value (an :class:`AttackVariant`, or an
+    :class:`robustlab.attacks.cascade.AutoVariant` for ``auto``); every value checked
+    (RobustlabError, exit 2). ``hsj`` alone may have no eps (one unbounded variant)."""
     m = AttackMethod.parse(method, what="attack")
     n = Norm.from_text(norm)
-    if m is AttackMethod.FGSM:
-        given = [name for name, v in (("steps", steps), ("step", step), ("random_start", random_start)) if v is not None]
-        if given:
-            raise RobustlabError(f"fgsm has no option {', '.join(given)}", thing="fgsm", fix="these are PGD options; use pgd for an iterative attack")
-    if not eps:
+    d = Direction.parse(direction, what="direction")
+    options = {"steps": steps, "step": step, "random_start": random_start, "loss": loss, "queries": queries, "restarts": restarts}
+    given = [name for name, v in options.items() if v is not None and name not in _OPTIONS[m]]
+    if given:
+        hint = "these are PGD options; use pgd for an iterative attack" if m is AttackMethod.FGSM else f"{m.value} takes: {', '.join(_OPTIONS[m])}"
+        raise RobustlabError(f"{m.value} has no option {', '.join(given)}", thing=m.value, fix=hint)
+    if not eps and m is not AttackMethod.HSJ:
         raise RobustlabError("no eps given", thing=m.value, fix=f"write e.g. {m.value}:eps=8/255")
-    values = [parse_eps(e) for e in eps]
+    values: list[float | None] = [parse_eps(e) for e in eps] or [None]
     step_value = None if step is None else parse_eps(step, what="step")
-    out = []
+    out: list[Any] = []
     for e in values:
-        if m is AttackMethod.FGSM:
-            spec = AttackSpec(m, e, n)
+        spec = AttackSpec(m, e, n, steps=steps, step=step_value, random_start=random_start, loss=loss, queries=queries, restarts=restarts, direction=d)
+        if m is AttackMethod.AUTO:
+            from robustlab.attacks.cascade import AutoVariant
+
+            out.append(AutoVariant(spec))
         else:
-            spec = AttackSpec(m, e, n, steps=steps, step=step_value, random_start=random_start)
-        out.append(AttackVariant(spec))
+            out.append(AttackVariant(spec))
     return out
 
 
-def parse_attack(text: str) -> list["AttackVariant"]:
+def _whole(key: str, text: str, example: str) -> int:
+    """A positive whole number option (``steps``, ``queries``, ``restarts``), or a RobustlabError."""
+    t = text.strip()
+    if t.startswith("-") and t[1:].isdigit():
+        raise RobustlabError(f"{key}={t} must be at least 1", fix=f"write e.g. {key}={example}")
+    if not t.isdigit():
+        raise RobustlabError(f"{key}={t!r} is not a whole number", fix=f"write e.g. {key}={example}")
+    return int(t)
+
+
+def parse_attack(text: str) -> list[Any]:
     """``"pgd:eps=2/255,8/255,steps=10,step=2/255,norm=inf,random_start=true"`` -> variants.
 
     Options are ``key=value`` separated by commas; bare values after ``eps=`` are more eps values
-    (one variant per eps). FGSM takes ``eps`` and ``norm``; PGD also ``steps``, ``step`` and
-    ``random_start``. Unknown names, eps outside (0, 1] and bad values raise a RobustlabError.
+    (one variant per eps). Every method takes ``eps``, ``norm`` and ``direction``
+    (``evade|frame|both``); PGD also ``steps``, ``step`` and ``random_start``; APGD ``steps``,
+    ``loss`` (``ce|margin``) and ``restarts``; ``square`` and ``hsj`` ``queries`` (``hsj`` needs
+    no eps); ``auto`` ``steps``, ``queries`` and ``restarts`` (its stages' budgets). Unknown names,
+    eps outside (0, 1] and bad values raise a RobustlabError.
     """
     raw = str(text).strip()
     name, _, rest = raw.partition(":")
@@ -69,7 +94,7 @@ def parse_attack(text: str) -> list["AttackVariant"]:
     try:
         method = AttackMethod.parse(name, what="attack", thing=raw)
     except RobustlabError as exc:
-        raise RobustlabError(exc.problem, thing=raw, fix="use fgsm or pgd, e.g. fgsm:eps=8/255 or pgd:eps=8/255,steps=10") from None
+        raise RobustlabError(exc.problem, thing=raw, fix=f"use one of {', '.join(m.value for m in AttackMethod)}, e.g. fgsm:eps=8/255 or apgd:eps=8/255,loss=margin") from None
     allowed = _OPTIONS[method]
     values: dict[str, list[str]] = {}
     last = None
@@ -89,28 +114,27 @@ def parse_attack(text: str) -> list["AttackVariant"]:
             values["eps"].append(token)
         else:
             raise RobustlabError(f"{token!r} is not key=value", thing=raw, fix=f"write e.g. {method.value}:eps=2/255,8/255")
-    if "eps" not in values:
+    if "eps" not in values and method is not AttackMethod.HSJ:
         raise RobustlabError("no eps given", thing=raw, fix=f"write e.g. {method.value}:eps=8/255")
     try:
-        steps = None
-        if "steps" in values:
-            s = values["steps"][0]
-            if not s.isdigit():
-                raise RobustlabError(f"steps={s!r} is not a whole number", fix="write e.g. steps=10")
-            steps = int(s)
+        one = {k: v[0] for k, v in values.items() if k != "eps"}
         random_start = None
-        if "random_start" in values:
-            r = values["random_start"][0].lower()
+        if "random_start" in one:
+            r = one["random_start"].lower()
             if r not in _TRUE | _FALSE:
                 raise RobustlabError(f"random_start={r!r} is not true or false", fix="write random_start=true or random_start=false")
             random_start = r in _TRUE
+        examples = {"steps": "10", "queries": "5000", "restarts": "1"}
+        whole = {k: _whole(k, one[k], examples[k]) for k in examples if k in one}
         return make_attacks(
             method,
-            values["eps"],
-            norm=values.get("norm", ["inf"])[0],
-            steps=steps,
-            step=values.get("step", [None])[0],
+            values.get("eps", []),
+            norm=one.get("norm", "inf"),
+            step=one.get("step"),
             random_start=random_start,
+            loss=one.get("loss"),
+            direction=one.get("direction", "both"),
+            **whole,
         )
     except RobustlabError as exc:
         raise RobustlabError(exc.problem, thing=raw, fix=exc.fix) from None
@@ -159,13 +183,15 @@ class AttackVariant:
     def param(self) -> str:
         return self.spec.param
 
+    def selects(self, y_fake: np.ndarray) -> np.ndarray:
+        """bool (B,) the images of a batch this attack runs on (``y_fake`` int (B,), 1 = fake):
+        all of them, or only fakes (``direction=evade``) or only real ones (``frame``)."""
+        return self.spec.direction.selects(y_fake)
+
     def apply(self, detector: "Detector", x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Delivery:
         """uint8 (B, H, W, 3) clean images, positive-class labels -> the delivered adversarial batch."""
         r = run_attack(detector, x, y, self.spec, rng)
-        extras = {"success": r.success, "psnr": r.psnr, "ssim": r.ssim}
-        if r.zero_gradient is not None:
-            extras["zero_gradient"] = r.zero_gradient
-        return Delivery(r.images, r.scores, extras, r.seconds)
+        return Delivery(r.images, r.scores, result_extras(r), r.seconds)
 
     def summary(self, outcome: "VariantOutcome") -> dict[str, Any]:
         """This attack's totals for run.json: images, success rate, unchanged images, zero gradients,
@@ -179,6 +205,8 @@ class AttackVariant:
         if outcome.n == 0:
             return []
         name = spec.title()
+        if spec.eps is None:  # hsj without a budget: its perturbation is what it found
+            return []
         if spec.eps * 255.0 < 1.0 - 1e-9:
             return [
                 f"{name}: eps={spec.eps:.4g} is {spec.eps * 255:.2f} grey levels, less than one: uint8 delivery rounds it away and the "
@@ -227,6 +255,16 @@ def _budget_diagnostics(spec: AttackSpec, outcome: "VariantOutcome") -> list[str
     return out
 
 
+def result_extras(r: Any) -> dict[str, np.ndarray]:
+    """The per-image arrays of an :class:`~robustlab.attacks.delivery.AttackResult` a Delivery carries."""
+    extras = {"success": r.success, "psnr": r.psnr, "ssim": r.ssim}
+    if r.zero_gradient is not None:
+        extras["zero_gradient"] = r.zero_gradient
+    if r.queries is not None:
+        extras["queries"] = r.queries
+    return extras
+
+
 def attack_totals(outcome: "VariantOutcome") -> dict[str, Any]:
     """Totals of an attack's per-image outcome (for run.json)."""
     n = outcome.n
@@ -236,7 +274,14 @@ def attack_totals(outcome: "VariantOutcome") -> dict[str, Any]:
     ssim = np.asarray(ex.get("ssim", np.zeros(0)), np.float64)
     zero = ex.get("zero_gradient")
     finite = psnr[np.isfinite(psnr)]
-    return {
+    queries = ex.get("queries")
+    extra: dict[str, Any] = {}
+    if queries is not None and len(queries):
+        extra = {"queries_mean": float(np.mean(queries)), "queries_max": int(np.max(queries))}
+    if n and outcome.variant.kind is SetKind.ADVERSARIAL:
+        extra["linf_median"] = float(np.median(outcome.linf))
+        extra["l2_median"] = float(np.median(outcome.l2))
+    return {**extra,
         "images": n,
         "success": int(success.sum()),
         "success_rate": float(success.sum()) / n if n else None,
@@ -246,4 +291,5 @@ def attack_totals(outcome: "VariantOutcome") -> dict[str, Any]:
         "ssim_mean": float(ssim.mean()) if len(ssim) else None,
         "ssim_min": float(ssim.min()) if len(ssim) else None,
         "seconds": {stage: round(t, 4) for stage, t in outcome.seconds.items() if stage != "total"},
+        "seconds_per_image": round(outcome.seconds.get("total", 0.0) / n, 6) if n else None,
     }

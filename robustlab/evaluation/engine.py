@@ -27,7 +27,7 @@ from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
 from robustlab.metrics import MetricsRow, metrics_row, predict, row_from_correct
 from robustlab.progress import batch_progress
-from robustlab.results import BatchRecord, Delivery, EvaluationResult, Hook, RunInfo, Variant, VariantOutcome
+from robustlab.results import BatchRecord, Delivery, EvaluationResult, Hook, RunInfo, SelectiveVariant, Variant, VariantOutcome
 from robustlab.runs import versions
 from robustlab.sampling import stratified_subset
 
@@ -135,6 +135,8 @@ def _stream(detector: Detector, data: Dataset, variants: Sequence[Variant], subs
         for vi, acc in enumerate(accs):
             v = acc.variant
             sel = in_subset[batch.idx] if v.kind is SetKind.ADVERSARIAL else np.ones(len(batch.idx), bool)
+            if isinstance(v, SelectiveVariant):  # direction=evade / frame: fakes / real images only
+                sel &= v.selects(data.labels[batch.idx])
             if not sel.any():
                 continue
             t = time.time()

@@ -58,6 +58,7 @@ def run_summary(result: EvaluationResult, data: Dataset) -> list[str]:
     ]
     if info.attacked:
         summary.append(f"Attacked subset: {info.attacked} images (fraction {info.attack_fraction:g}, stratified, seed {info.seed}).")
+    summary.extend(a["cascade"]["line"] + "." for a in info.attacks or () if "cascade" in a)  # auto: which stage broke how many
     if info.threshold_selection:
         from robustlab.evaluation.selection import selection_summary
 
