@@ -17,7 +17,7 @@ import numpy as np
 
 from robustlab.attacks.art_backend import run_attack
 from robustlab.attacks.spec import DEFAULT_APGD_STEPS, DEFAULT_SQUARE_QUERIES, AttackMethod, AttackSpec, Direction, Loss
-from robustlab.attacks.variant import _budget_diagnostics, attack_totals
+from robustlab.attacks.totals import attack_totals, budget_diagnostics
 from robustlab.enums import SetKind
 from robustlab.results import Delivery
 
@@ -137,7 +137,7 @@ class AutoVariant:
         if outcome.n == 0:
             return []
         name = f"{self.spec.title()} [{PROTOCOL}]"
-        out = [d.replace(self.spec.title(), name, 1) for d in _budget_diagnostics(self.spec, outcome)]
+        out = [d.replace(self.spec.title(), name, 1) for d in budget_diagnostics(self.spec, outcome)]
         b = self.breakdown(outcome)
         left = b["broken"]["square"] + b["robust"]
         if b["broken"]["square"] and b["broken"]["square"] > MASKING_SHARE * max(left, 1):
