@@ -165,10 +165,12 @@ def test_a_non_differentiable_detector_is_refused_with_the_reason(tmp_path, marg
         (("--fraction", "1.5"), ("--fraction=1.5 is outside (0, 1]",)),
         (("--method", "cw"), ("unknown attack 'cw'", "fgsm, pgd")),
         (("--norm", "3"), ("unknown norm",)),
-        (("--steps", "5"), ("only apply to PGD",)),
+        (("--steps", "5"), ("--steps is an option of", "pgd")),
+        (("--loss", "margin"), ("--loss is an option of apgd only",)),
+        (("--method", "sideways"), ("unknown attack 'sideways'", "apgd")),
         (("--method", "pgd", "--step", "0"), ("step=0 is outside (0, 1]",)),
     ],
-    ids=["eps-0", "eps-2", "eps-text", "fraction-0", "fraction-1.5", "method", "norm", "steps-fgsm", "step-0"],
+    ids=["eps-0", "eps-2", "eps-text", "fraction-0", "fraction-1.5", "method", "norm", "steps-fgsm", "loss-fgsm", "method-unknown", "step-0"],
 )
 def test_attack_bad_input_is_one_line_exit_2(args, needles, tmp_path, margin_folder):
     det = tmp_path / "missing.yaml"  # never read: options are checked first
@@ -202,3 +204,23 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path, margin_folder):
     assert (out / "keep.txt").read_text() == "mine"
     res = run("attack", det, margin_folder, "--out", out, "--force", "-q")
     assert res.exit_code == 0 and (out / "adversarial").is_dir() and not (out / "keep.txt").exists()
+
+
+def test_attack_runs_the_strong_methods_with_their_options_and_a_direction(trained_detector, test_images_folder, tmp_path):
+    """`robustlab attack --method apgd|square` with per-method options; --direction evade attacks fakes only."""
+    out = tmp_path / "run"
+    res = run(
+        "attack", trained_detector, test_images_folder, "--method", "apgd", "--method", "square", "--eps", "8/255",
+        "--steps", "3", "--loss", "margin", "--queries", "20", "--direction", "evade", "--fraction", "0.5", "--out", out, "-q",
+    )
+    assert res.exit_code == 0, res.output
+    adv = {r["variant"]: r for r in rows_of(out) if r["set"] == "adversarial"}
+    assert set(adv) == {"apgd", "square"}
+    assert "loss=margin" in adv["apgd"]["param"] and "direction=evade" in adv["apgd"]["param"] and "queries=20" in adv["square"]["param"]
+    with (out / "predictions.csv").open(newline="") as fh:
+        attacked = [r for r in csv.DictReader(fh) if r["set"] == "adversarial"]
+    assert attacked and all(r["label"] == "1" for r in attacked)  # evade: only fakes (positive class) were attacked
+    assert adv["apgd"]["n"] == adv["square"]["n"] == len(attacked) // 2
+    saved = [p.relative_to(out / "adversarial").parts[1] for p in (out / "adversarial").rglob("*.png")]
+    assert saved and set(saved) == {"fake"}  # one sub-folder per attack, then the class folder
+    assert all(r["linf"] <= 8.0 for r in adv.values())

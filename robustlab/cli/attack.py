@@ -24,12 +24,16 @@ from robustlab.cli.common import (
 @click.command("attack")
 @click.argument("detector", type=click.Path())
 @click.argument("data", type=click.Path())
-@click.option("--method", "methods", multiple=True, default=("fgsm",), show_default=True, metavar="fgsm|pgd", help="Attack method; repeat for several (each runs at every --eps).")
+@click.option("--method", "methods", multiple=True, default=("fgsm",), show_default=True, metavar="METHOD", help="Attack method: fgsm, pgd, apgd, square, hsj or auto (the binary AutoAttack cascade); repeat for several (each runs at every --eps).")
 @click.option("--eps", "eps", multiple=True, default=("8/255",), show_default=True, metavar="EPS", help="Perturbation budget as a fraction of the pixel range, in (0, 1]: 8/255 or 0.03; repeat or comma-separate for several.")
 @click.option("--norm", default="inf", show_default=True, metavar="inf|2", help="Norm bounding the perturbation (L2: eps is the L2 norm of the whole perturbation in [0, 1] pixel units).")
 @click.option("--steps", type=click.IntRange(1, 10000), default=None, help="PGD iterations [default: 10].")
 @click.option("--step", default=None, metavar="STEP", help="PGD step size in pixel units, e.g. 2/255 [default: 2.5 * eps / steps].")
 @click.option("--random-start/--no-random-start", default=None, help="PGD: start from a random point in the eps ball [default: on].")
+@click.option("--loss", type=click.Choice(["ce", "margin"]), default=None, help="APGD's loss: cross-entropy or the two-class margin (logit of the true class minus the other) [default: ce].")
+@click.option("--queries", type=click.IntRange(1, 10_000_000), default=None, help="Query budget of square / hsj / auto's Square stage [default: 5000 for square, 1000 for hsj].")
+@click.option("--restarts", type=click.IntRange(1, 1000), default=None, help="APGD restarts [default: 1].")
+@click.option("--direction", type=click.Choice(["both", "evade", "frame"]), default="both", show_default=True, help="evade: attack only fakes (make them pass as real); frame: only real photos; both.")
 @click.option("--fraction", default="1", show_default=True, metavar="F", help="Share of the set to attack, in (0, 1]: a stratified, seeded subset (recorded in predictions.csv).")
 @click.option("--sanity", is_flag=True, help="Also run a large-eps PGD (64/255, 20 steps) that must drive accuracy near zero; says so when it does not.")
 @click.option("--save-images/--no-save-images", default=True, show_default=True, help="Save the delivered adversarial images as PNG under RUN/adversarial/.")
@@ -43,6 +47,7 @@ from robustlab.cli.common import (
 robustlab attack detector.yaml data/test --method fgsm --eps 0.05 --fraction 0.3 --out runs/fgsm
 robustlab attack detector.yaml data --split test --eps 1/255,4/255,8/255 --out runs/fgsm-sweep
 robustlab attack detector.yaml data --split test --method fgsm --method pgd --eps 8/255 --steps 20 --sanity --out runs/pgd
+robustlab attack detector.yaml data --split test --method auto --eps 8/255 --direction evade --fraction 0.3 --out runs/auto
 robustlab evaluate detector.yaml runs/fgsm/adversarial      # the saved set is itself a DATA folder
 """
 )
@@ -57,6 +62,10 @@ def command(
     steps: int | None,
     step: str | None,
     random_start: bool | None,
+    loss: str | None,
+    queries: int | None,
+    restarts: int | None,
+    direction: str,
     fraction: str,
     sanity: bool,
     save_images: bool,
@@ -90,6 +99,10 @@ def command(
         steps=steps,
         step=step,
         random_start=random_start,
+        loss=loss,
+        queries=queries,
+        restarts=restarts,
+        direction=direction,
         fraction=fraction,
         sanity=sanity,
         save_images=save_images,

@@ -348,6 +348,10 @@ def run_attacks(
     steps: int | None = None,
     step: "str | float | None" = None,
     random_start: bool | None = None,
+    loss: str | None = None,
+    queries: int | None = None,
+    restarts: int | None = None,
+    direction: str = "both",
     fraction: "str | float" = 1.0,
     sanity: bool = False,
     save_images: bool = True,
@@ -356,22 +360,26 @@ def run_attacks(
 ) -> EvaluationRun:
     """Everything ``robustlab attack`` does: each method at every eps on a stratified, seeded
     ``fraction`` of ``data``, the delivered images saved under ``RUN/adversarial/`` (a DATA folder)
-    with ``RUN/attacks.csv``, and the clean / adversarial / mixed tables. ``options`` as for
+    with ``RUN/attacks.csv``, and the clean / adversarial / mixed tables. Each method takes the
+    options it has (``steps`` for pgd / apgd / auto, ``loss`` and ``restarts`` for apgd, ``queries``
+    for square / hsj / auto...); an option no given method takes is refused. ``options`` as for
     :func:`plan_evaluation` (``out``, ``split``, ``classes``, ``trust_model``, ``overrides``, ``seed``...)."""
-    from robustlab.attacks.spec import parse_attack_fraction
+    from robustlab.attacks.spec import _OPTIONS, AttackMethod, parse_attack_fraction
     from robustlab.attacks.variant import make_attacks
 
     attack_fraction = parse_attack_fraction(fraction, what="--fraction")
-    names = [m.strip().lower() for m in methods]
-    pgd_options = {"--steps": steps, "--step": step, "--random-start": random_start}
-    if "pgd" not in names and any(v is not None for v in pgd_options.values()):
-        given = ", ".join(k for k, v in pgd_options.items() if v is not None)
-        raise RobustlabError(f"{given} only apply to PGD", thing="robustlab attack", fix="add --method pgd, or drop them")
+    names = [AttackMethod.parse(m.strip().lower(), what="attack", thing="--method") for m in methods]
+    flags = {"steps": steps, "step": step, "random_start": random_start, "loss": loss, "queries": queries, "restarts": restarts}
+    unused = [k for k, v in flags.items() if v is not None and not any(k in _OPTIONS[m] for m in names)]
+    if unused:
+        takers = sorted({m.value for k in unused for m in AttackMethod if k in _OPTIONS[m]})
+        given = ", ".join("--" + k.replace("_", "-") for k in unused)
+        raise RobustlabError(f"{given} {'is an option' if len(unused) == 1 else 'are options'} of {' / '.join(takers)} only", thing="robustlab attack", fix=f"add --method {takers[0]}, or drop {'it' if len(unused) == 1 else 'them'}")
     eps_values = [e.strip() for text in eps for e in str(text).split(",") if e.strip()]
     variants = []
-    for name in names:
-        opts = {"steps": steps, "step": step, "random_start": random_start} if name == "pgd" else {}
-        variants.extend(make_attacks(name, eps_values, norm=norm, **opts))
+    for m in names:
+        opts = {k: v for k, v in flags.items() if v is not None and k in _OPTIONS[m]}
+        variants.extend(make_attacks(m, eps_values, norm=norm, direction=direction, **opts))
     plan = plan_evaluation(detector, data, attacks=variants, attack_fraction=attack_fraction, sanity=sanity, adversarial=AdversarialOutput(save_images), **options)
     return run(plan, log=log)
 
