@@ -122,7 +122,7 @@ def command(
         "save_images": save_images,
     }
     extra_info: dict[str, Any] = {}
-    with RunFolder(out, force=force) as folder:
+    with RunFolder(out, force=force, inputs=(detector, dataset, det)) as folder:
         writer = AdversarialWriter(folder.path("adversarial"), dataset, variants, table=folder.path("attacks.csv"), save_images=save_images)
         extra_info["adversarial_images"] = writer.record
         checks = attack_checks(det, dataset, variants, sanity=sanity, seed=state.seed, batch_size=state.batch_size, info=extra_info)

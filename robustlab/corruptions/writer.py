@@ -105,7 +105,7 @@ def corrupt_dataset(
         raise RobustlabError("no corruption given", thing="--corruption", fix=f"name one or more of: {known()}")
     ds = open_dataset(data, split=split, classes=classes)
     source = Path(data)
-    folder = RunFolder(out, force=force)
+    folder = RunFolder(out, force=force, inputs=(data, ds))
     try:
         n = len(ds)
         if ds.kind == "manifest":

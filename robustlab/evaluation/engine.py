@@ -187,7 +187,7 @@ def evaluate(
     threshold = detector.threshold if threshold is None else float(threshold)
     folder = run_folder
     if folder is None and out is not None:
-        folder = RunFolder(out, force=force)
+        folder = RunFolder(out, force=force, inputs=(detector, data, threshold_selection))
     try:
         positive_is_fake = detector.positive == "fake"
         y_all = data.labels if positive_is_fake else 1 - data.labels
