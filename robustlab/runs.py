@@ -223,8 +223,10 @@ def check_out(out: "str | os.PathLike", *, force: bool = False, inputs: Iterable
     """The resolved ``out``, after refusing (exit 2) an ``--out`` that must not be written.
 
     Refused: an out that is not a folder; one that is, holds or lies inside a folder input, or is
-    or holds a file input; an existing non-empty folder without ``force``; with ``force``, one that
-    robustlab did not write (no :data:`MARKER`).
+    or holds a file input; one whose folder is not writable; an existing non-empty folder without
+    ``force``; with ``force``, one that robustlab did not write (no :data:`MARKER`). Cheap: call
+    it before the long work (RunFolder calls it again and then proves writability with a real
+    temporary folder).
     """
     final = Path(os.path.realpath(os.fspath(out)))
     fix_inputs = "choose an --out outside the inputs (a new folder beside them)"
@@ -237,6 +239,11 @@ def check_out(out: "str | os.PathLike", *, force: bool = False, inputs: Iterable
             raise RobustlabError(f"--out lies inside an input folder ({path}); its files would be read as inputs next time", thing=final, fix=fix_inputs)
     if final.exists() and not final.is_dir():
         raise RobustlabError("exists and is not a folder", thing=final, fix="choose another --out")
+    existing = final.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RobustlabError(f"cannot write in {existing} (no write permission)", thing=final, fix="choose an --out in a folder you can write")
     if is_nonempty_dir(final):
         if not force:
             raise RobustlabError("already exists and is not empty", thing=final, fix="choose another --out, or pass --force to replace it")

@@ -115,6 +115,7 @@ def run_evaluation(
     from robustlab.evaluation.engine import evaluate
     from robustlab.evaluation.suites import load_suite
     from robustlab.reporting.publish import plan_report, report_run
+    from robustlab.runs import check_out
 
     overrides = dict(overrides or {})
     # everything that can be checked without the model, first
@@ -127,6 +128,8 @@ def run_evaluation(
 
     dataset = data if isinstance(data, Dataset) else open_dataset(data, split=split, classes=classes)
     det = detector if isinstance(detector, Detector) else load_detector(detector, trust_model=trust_model, **overrides)
+    if out is not None:  # a bad --out is refused before the validation set is scored
+        check_out(out, force=force, inputs=(det, dataset, val))
     selection = select_threshold_on(
         det,
         dataset,

@@ -46,7 +46,7 @@ import numpy as np
 import yaml
 
 from robustlab.errors import RobustlabError
-from robustlab.runs import atomic_write_text, to_json
+from robustlab.runs import atomic_write_text, check_out, to_json, write_marker
 from robustlab.training.checkpoints import (
     CHECKPOINTS,
     FORMAT_VERSION,
@@ -148,10 +148,7 @@ def adv_train(
     for p in inputs:
         if _inside(p, out):
             raise RobustlabError(f"the input detector ({p}) is inside --out", thing=out, fix="choose an --out folder that does not hold the input model")
-    if out.exists() and not out.is_dir():
-        raise RobustlabError("exists and is not a folder", thing=out, fix="choose another --out")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise RobustlabError("already exists", thing=out, fix="choose another --out, or pass --force to replace it")
+    check_out(out, force=force, inputs=(detector, train, val, test))
     partial = partial_dir(out)
     if partial.exists():
         if not force:
@@ -172,6 +169,7 @@ def adv_train(
     train_set, val_set, test_set = _open_sets(run_inputs)
     partial.mkdir(parents=True)
     try:
+        write_marker(partial)  # the published NEW folder is a robustlab output (--force may replace it)
         _lock(partial)
         run = {
             "format": FORMAT_VERSION,
