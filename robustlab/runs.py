@@ -229,6 +229,13 @@ def check_out(out: "str | os.PathLike", *, force: bool = False, inputs: Iterable
     temporary folder).
     """
     final = Path(os.path.realpath(os.fspath(out)))
+    existing = final.parent
+    while not _exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    limit = _name_max(existing)
+    for part in final.relative_to(existing).parts if final != existing else ():
+        if len(part.encode("utf-8", "surrogateescape")) > limit:
+            raise RobustlabError(f"the folder name {part[:40]}... is too long for this file system ({limit} bytes at most)", thing=final.parent, fix="choose a shorter --out name")
     fix_inputs = "choose an --out outside the inputs (a new folder beside them)"
     for path, container in input_paths(inputs):
         if final == path:
@@ -239,9 +246,6 @@ def check_out(out: "str | os.PathLike", *, force: bool = False, inputs: Iterable
             raise RobustlabError(f"--out lies inside an input folder ({path}); its files would be read as inputs next time", thing=final, fix=fix_inputs)
     if final.exists() and not final.is_dir():
         raise RobustlabError("exists and is not a folder", thing=final, fix="choose another --out")
-    existing = final.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     if not os.access(existing, os.W_OK | os.X_OK):
         raise RobustlabError(f"cannot write in {existing} (no write permission)", thing=final, fix="choose an --out in a folder you can write")
     if is_nonempty_dir(final):
@@ -257,6 +261,14 @@ def check_out(out: "str | os.PathLike", *, force: bool = False, inputs: Iterable
 
 
 # --------------------------------------------------------------------------- temporaries
+
+
+def _exists(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError:
+        return False
+    return True
 
 
 def _name_max(folder: Path) -> int:
@@ -352,8 +364,6 @@ class RunFolder:
         self.final = check_out(out, force=force, inputs=inputs)
         self.force = force
         parent = self.final.parent
-        if len(self.final.name.encode("utf-8", "surrogateescape")) > _name_max(parent if parent.exists() else Path(_disk_of(parent))):
-            raise RobustlabError("the folder name is too long for this file system", thing=self.final, fix="choose a shorter --out name")
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

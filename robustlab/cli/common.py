@@ -58,7 +58,8 @@ class RobustlabGroup(click.Group):
                 return self._internal_error(ctx, exc)
             from robustlab.runs import write_failed
 
-            click.echo(f"robustlab: error: {write_failed(exc.filename or os.getcwd(), exc).one_line()}", err=True)
+            err = write_failed(exc.filename, exc) if exc.filename else RobustlabError(f"a write failed ({exc.strerror or exc.__class__.__name__})", fix="free space on the disk that holds --out (or raise the quota), or choose an --out on another disk")
+            click.echo(f"robustlab: error: {err.one_line()}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("robustlab: interrupted; nothing half-written was left behind", err=True)
