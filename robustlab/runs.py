@@ -449,13 +449,16 @@ class RunFolder:
 
 
 REQUIRED_RUN_FILES = ("run.json", "metrics.json", "metrics.csv", "metrics.md", "predictions.csv")
+REPORT_FILES = frozenset({"report.html", "report.md", "report.json", "junit.xml"})
+"""Reports drawn from a run's data files; ``robustlab report RUN`` writes them again when gone."""
 
 
 def read_run(run: "str | os.PathLike") -> dict[str, Any]:
     """Read a finished run folder: ``{"run": run.json, "rows": [...]}``; RobustlabError if incomplete.
 
     ``run.json`` must be a JSON object marking the run complete, ``metrics.json`` an object with a
-    ``rows`` list, and every file run.json lists must exist.
+    ``rows`` list, and every data file run.json lists must exist (reports, :data:`REPORT_FILES`,
+    can be written again from the data files).
     """
     folder = Path(run)
     if not folder.is_dir():
@@ -477,7 +480,7 @@ def read_run(run: "str | os.PathLike") -> dict[str, Any]:
         raise RobustlabError("run.json does not mark the run complete", thing=folder, fix="re-run the evaluation")
     listed = info.get("files")
     if isinstance(listed, list):
-        gone = [str(f) for f in listed if not (folder / str(f)).is_file()]
+        gone = [str(f) for f in listed if str(f) not in REPORT_FILES and not (folder / str(f)).is_file()]
         if gone:
             raise RobustlabError(f"incomplete run folder: run.json lists {', '.join(gone[:4])} but it is missing", thing=folder, fix="re-run the evaluation")
     return {"run": info, "rows": metrics["rows"]}

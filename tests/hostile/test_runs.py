@@ -168,12 +168,17 @@ def test_a_run_missing_a_file_it_needs_is_not_committed(tmp_path):
 
 def test_a_run_whose_listed_file_is_gone_is_not_reported(finished_run, tmp_path):
     copy = shutil.copytree(finished_run, tmp_path / "run")
-    listed = json.loads((copy / "run.json").read_text())["files"]
-    assert "report.html" in listed and "predictions.csv" in listed
-    (copy / "report.html").unlink()
+    info = json.loads((copy / "run.json").read_text())
+    assert {"report.html", "predictions.csv", "metrics.md"} <= set(info["files"])
+    (copy / "notes.csv").write_text("id\n1\n")  # a data file the run lists, then lost
+    info["files"].append("notes.csv")
+    (copy / "run.json").write_text(json.dumps(info))
+    (copy / "notes.csv").unlink()
     before = tree_hashes(copy)
-    assert_one_line_error(run("report", str(copy)), str(copy), "report.html", "missing")
+    assert_one_line_error(run("report", str(copy)), str(copy), "notes.csv", "missing")
     assert tree_hashes(copy) == before
+    (copy / "metrics.md").unlink()
+    assert_one_line_error(run("report", str(copy)), str(copy), "missing metrics.md")
 
 
 # --------------------------------------------------------------------------- stale temporaries
