@@ -375,9 +375,11 @@ class Dataset:
 
     def input_paths(self) -> list[tuple[Path, bool]]:
         """``[(resolved path, is_container)]`` an output must keep away from (see
-        :func:`robustlab.runs.input_paths`): the DATA argument, the root, and every listed file."""
+        :func:`robustlab.runs.input_paths`): the DATA argument and root; for a manifest, the CSV
+        and every file it lists (an output may sit beside them, not hold them)."""
         out = []
-        for p in (self.data_arg, self.root):
+        # a manifest's folder is not a data tree (only the listed files are read): not a container
+        for p in (self.data_arg,) if self.kind == "manifest" else (self.data_arg, self.root):
             if p is not None:
                 real = Path(os.path.realpath(p))
                 out.append((real, real.is_dir()))

@@ -39,6 +39,9 @@ log = logging.getLogger("robustlab")
 MARKER = ".robustlab-run"
 """The file every robustlab run/output folder holds; ``--force`` replaces only folders that have it."""
 
+OWNER = ".robustlab-owner"
+"""In a temporary run folder only: the pid and host building it (for stale-temporary cleanup)."""
+
 STALE_AFTER_SECONDS = 60.0
 """A temporary sibling is only removed when its process is gone and it is at least this old."""
 
@@ -170,13 +173,19 @@ def is_run_folder(path: "str | os.PathLike") -> bool:
     return marker.is_file() and not marker.is_symlink()
 
 
-def _marker_text() -> str:
-    return json.dumps({"robustlab": "run folder", "pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}) + "\n"
+MARKER_TEXT = "robustlab run folder: written by robustlab; `--force` may replace this folder\n"
 
 
 def write_marker(folder: "str | os.PathLike") -> Path:
-    """Mark ``folder`` as written by robustlab (so ``--force`` may replace it later)."""
-    return atomic_write_text(Path(folder) / MARKER, _marker_text())
+    """Mark ``folder`` as written by robustlab (so ``--force`` may replace it later). The content
+    is constant, so the same command and seed still give byte-identical folders."""
+    return atomic_write_text(Path(folder) / MARKER, MARKER_TEXT)
+
+
+def _write_owner(folder: Path) -> Path:
+    """Who is building the temporary ``folder`` (pid, host, time): removed when it is published."""
+    text = json.dumps({"robustlab": "temporary run folder", "pid": os.getpid(), "host": socket.gethostname(), "created": time.time()}) + "\n"
+    return atomic_write_text(folder / OWNER, text)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -307,8 +316,8 @@ def _pid_alive(pid: int) -> bool:
 def _stale_temporaries(final: Path) -> Iterator[tuple[Path, bool]]:
     """``(path, removable)`` for each temporary sibling of ``final`` (``.tmp-`` and ``.old-``).
 
-    Removable: it holds robustlab's marker, was made on this host by a process that is gone, and
-    is older than :data:`STALE_AFTER_SECONDS`.
+    Removable: it holds robustlab's marker and owner file, was made on this host by a process that
+    is gone, and is older than :data:`STALE_AFTER_SECONDS`.
     """
     stem = _sibling_stem(final)
     try:
@@ -321,10 +330,14 @@ def _stale_temporaries(final: Path) -> Iterator[tuple[Path, bool]]:
             continue
         removable = False
         try:
-            meta = json.loads((p / MARKER).read_text(encoding="utf-8"))
-            age = time.time() - (p / MARKER).stat().st_mtime
-            pid = int(p.name.rsplit("-", 2)[-2]) if ".old-" in p.name else int(meta["pid"])
-            removable = meta.get("robustlab") == "run folder" and meta.get("host") == host and not _pid_alive(pid) and age >= STALE_AFTER_SECONDS
+            if not is_run_folder(p):
+                raise ValueError("no marker")
+            if ".old-" in p.name:  # a replaced run whose removal was interrupted: .NAME.old-PID-TIME
+                pid, same_host, since = int(p.name.rsplit("-", 2)[-2]), True, (p / MARKER).stat().st_mtime
+            else:
+                owner = json.loads((p / OWNER).read_text(encoding="utf-8"))
+                pid, same_host, since = int(owner["pid"]), owner.get("host") == host, (p / OWNER).stat().st_mtime
+            removable = same_host and not _pid_alive(pid) and time.time() - since >= STALE_AFTER_SECONDS
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             removable = False
         yield p, removable
@@ -377,6 +390,7 @@ class RunFolder:
         try:
             os.chmod(self.dir, _DIR_MODE)  # mkdtemp gives 0o700; a run folder is as readable as any folder
             write_marker(self.dir)
+            _write_owner(self.dir)
         except BaseException:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
@@ -415,6 +429,7 @@ class RunFolder:
         missing = sorted(n for n in need if n not in files)
         if missing:
             raise RobustlabError(f"the run is incomplete ({', '.join(missing)} missing)", thing=self.final, fix=f"check the disk {_disk_of(self.dir)} and run again")
+        (self.dir / OWNER).unlink(missing_ok=True)
         info = dict(run_info)
         info["files"] = files
         info["complete"] = True

@@ -22,7 +22,7 @@ from conftest import assert_one_line_error, make_images, run, write_class_folder
 from hostile_helpers import tree_hashes
 
 from robustlab.errors import RobustlabError
-from robustlab.runs import MARKER, RunFolder
+from robustlab.runs import MARKER, OWNER, RunFolder
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ def _killed_run(out: Path) -> Path:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stdout.close()
-    assert tmp.is_dir() and (tmp / MARKER).is_file()
+    assert tmp.is_dir() and (tmp / MARKER).is_file() and (tmp / OWNER).is_file()
     return tmp
 
 
@@ -200,7 +200,7 @@ def test_a_stale_temporary_of_a_killed_run_is_cleaned_and_others_are_left(data, 
     out = tmp_path / "c"
     stale = _killed_run(out)
     old = time.time() - 3600
-    os.utime(stale / MARKER, (old, old))
+    os.utime(stale / OWNER, (old, old))
     fresh = _killed_run(out)  # killed a moment ago: could be a pid reused; left until it is old
     foreign = tmp_path / ".c.tmp-1-notours"  # no marker: someone else's files
     foreign.mkdir()
