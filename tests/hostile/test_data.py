@@ -202,3 +202,13 @@ def test_a_bad_npz_is_exit_2_with_the_reason(case, tmp_path, trained_detector):
     assert tree_hashes(path) == before and not (tmp_path / "run").exists()
     with pytest.raises(RobustlabError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         open_dataset(path)
+
+
+def test_force_never_replaces_the_folder_of_a_manifest_or_its_images(data, trained_detector, tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    manifest = write_manifest(lists, [(f"../data/{p}", label) for p, label in class_rows(data)])
+    before = tree_hashes(data, lists)
+    assert_one_line_error(evaluate(trained_detector, manifest, lists, "--force"), "holds an input")
+    assert_one_line_error(evaluate(trained_detector, manifest, data / "real", "--force"), "holds an input")
+    assert tree_hashes(data, lists) == before
