@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import sys
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -100,8 +101,8 @@ def _open_rgb(source: "str | os.PathLike | bytes") -> Any:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-        with Image.open(fp) as im:
+        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else _open_regular(source)
+        with fp, Image.open(fp) as im:
             im.seek(0)
             im.load()
             try:
@@ -119,6 +120,28 @@ def _open_rgb(source: "str | os.PathLike | bytes") -> Any:
         raise ImageDecodeError("not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"cannot decode ({exc.__class__.__name__}: {exc})") from None
+
+
+def _open_regular(path: "str | os.PathLike") -> Any:
+    """Open ``path`` for reading only if it is a regular file (a FIFO would block forever).
+
+    Opened non-blocking, checked with ``fstat`` on the open descriptor (no race with a file
+    swapped in between), then read normally. Raises :class:`ImageDecodeError` otherwise.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot open ({exc.strerror or exc.__class__.__name__})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageDecodeError(f"{_file_kind(mode)}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int], method: ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
@@ -198,15 +221,98 @@ def _parse_label(value: str, class_map: Mapping[str, int]) -> int | None:
     return _label_of(v, class_map)
 
 
-def _list_files(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if f.startswith(".") or f in ("Thumbs.db", "desktop.ini"):
+def display_name(text: str) -> str:
+    """A file name as valid UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogate
+    escapes) shown as ``\\xNN``. Used for ids, messages and every file robustlab writes."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _note(message: str) -> None:
+    """One line on stderr (file names made printable on any terminal encoding)."""
+    print(display_name(message), file=sys.stderr)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+@dataclass
+class _Walk:
+    """What a walk of class folders found: files to read, files skipped, loops and repeats."""
+
+    files: list[tuple[Path, int, tuple[int, int]]] = field(default_factory=list)  # (path, label, (dev, inode))
+    skipped: dict[Path, str] = field(default_factory=dict)
+    loops: list[Path] = field(default_factory=list)
+    repeats: int = 0
+
+
+def _walk_class_folder(folder: Path, label: int, root: Path, found: _Walk, seen: dict[tuple[int, int], tuple[Path, int]]) -> None:
+    """Add the files under ``folder`` (sorted, hidden names skipped) to ``found``.
+
+    Symbolic links are followed once: a linked folder that is the data root, one of its ancestors
+    or a folder already walked is a loop (skipped, reported); a file reached twice (links, hard
+    links) is counted once; a file under two class folders is refused. Only regular files are read;
+    FIFOs, sockets and devices are skipped and reported.
+    """
+    root_id = os.stat(root)
+    stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = [(folder, ((root_id.st_dev, root_id.st_ino),))]
+    walked: set[tuple[int, int]] = set()
+    while stack:
+        d, ancestors = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError as exc:
+            found.skipped[d] = f"unreadable folder ({exc.strerror or exc.__class__.__name__})"
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in ancestors or ident in walked:
+            found.loops.append(d)
+            continue
+        walked.add(ident)
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            found.skipped[d] = f"unreadable folder ({exc.strerror or exc.__class__.__name__})"
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith(".") or e.name in ("Thumbs.db", "desktop.ini"):
                 continue
-            files.append(Path(dirpath) / f)
-    return files
+            path = Path(e.path)
+            try:
+                est = os.stat(path)  # follows links
+            except OSError as exc:
+                found.skipped[path] = "broken symbolic link" if e.is_symlink() else f"cannot stat ({exc.strerror or exc.__class__.__name__})"
+                continue
+            if stat.S_ISDIR(est.st_mode):
+                subdirs.append(path)
+                continue
+            if not stat.S_ISREG(est.st_mode):
+                found.skipped[path] = f"{_file_kind(est.st_mode)}, not a regular file"
+                continue
+            fid = (est.st_dev, est.st_ino)
+            if fid in seen:
+                first, first_label = seen[fid]
+                if first_label != label:
+                    raise RobustlabError(
+                        f"the same file is under both a real and a fake folder: {display_name(first.relative_to(root).as_posix())} and {display_name(path.relative_to(root).as_posix())}",
+                        thing=root,
+                        fix="remove the link or copy that labels the image twice",
+                    )
+                found.repeats += 1
+                continue
+            seen[fid] = (path, label)
+            found.files.append((path, label, fid))
+        for sub in reversed(subdirs):
+            stack.append((sub, ancestors + (ident,)))
 
 
 @dataclass
@@ -226,6 +332,8 @@ class Dataset:
     _x: np.ndarray | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    duplicates: int = 0  # repeated manifest rows dropped
+    data_arg: Path | None = None  # the DATA argument (folder, split root, CSV or .npz), resolved
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -262,7 +370,22 @@ class Dataset:
             "fingerprint": self.fingerprint(),
             "skipped": len(self.skipped),
             "skipped_files": dict(sorted(self.skipped.items())),
+            "duplicates_dropped": self.duplicates,
         }
+
+    def input_paths(self) -> list[tuple[Path, bool]]:
+        """``[(resolved path, is_container)]`` an output must keep away from (see
+        :func:`robustlab.runs.input_paths`): the DATA argument and root; for a manifest, the CSV
+        and every file it lists (an output may sit beside them, not hold them)."""
+        out = []
+        # a manifest's folder is not a data tree (only the listed files are read): not a container
+        for p in (self.data_arg,) if self.kind == "manifest" else (self.data_arg, self.root):
+            if p is not None:
+                real = Path(os.path.realpath(p))
+                out.append((real, real.is_dir()))
+        if self.kind == "manifest" and self._files is not None:
+            out.extend((Path(os.path.realpath(f)), False) for f in self._files)
+        return out
 
     def subset(self, indices: Sequence[int]) -> "Dataset":
         """A view on some of the images (same root, ids kept as relative paths)."""
@@ -275,6 +398,7 @@ class Dataset:
             split=self.split,
             _files=None if self._files is None else [self._files[i] for i in idx],
             _x=None if self._x is None else self._x[idx],
+            data_arg=self.data_arg,
         )
 
     # ---- reading ------------------------------------------------------------------
@@ -293,7 +417,7 @@ class Dataset:
         rel = self.paths[i]
         if rel not in self.skipped:
             self.skipped[rel] = reason
-            print(f"robustlab: skipped {self.root / rel if self._x is None else rel}: {reason}", file=sys.stderr)
+            _note(f"robustlab: skipped {self.root / rel if self._x is None else rel}: {reason}")
 
     def _decode_chunk(self, chunk: np.ndarray, size: tuple[int, int], method: ResizeMethod) -> tuple[list[np.ndarray], list[int]]:
         images, ok = [], []
@@ -413,16 +537,22 @@ def _from_class_folders(root: Path, class_map: Mapping[str, int], split: str | N
             thing=root,
             fix=f"name them real/ and fake/, or map them: --classes real={unknown[0]},fake={unknown[-1]}",
         )
-    paths: list[str] = []
-    files: list[Path] = []
-    labels: list[int] = []
+    found = _Walk()
+    seen: dict[tuple[int, int], tuple[Path, int]] = {}
     for d, label in labelled:
-        for f in _list_files(d):
-            files.append(f)
-            paths.append(f.relative_to(root).as_posix())
-            labels.append(label)
+        _walk_class_folder(d, label, root, found, seen)
+    files = [f for f, _, _ in found.files]
+    paths = [display_name(f.relative_to(root).as_posix()) for f in files]
+    labels = [label for _, label, _ in found.files]
     ds = Dataset(root=root, kind="folders", paths=paths, labels=np.asarray(labels, np.int64), split=split, _files=files)
     ds.ignored = unknown
+    for f, reason in found.skipped.items():
+        ds.skipped[display_name(f.relative_to(root).as_posix())] = reason
+        _note(f"robustlab: skipped {f}: {reason}")
+    if found.loops:
+        _note(f"robustlab: note: {root}: {len(found.loops)} linked folder(s) lead back to folders already read (a loop), not read again: {', '.join(str(p.relative_to(root)) for p in found.loops[:4])}")
+    if found.repeats:
+        _note(f"robustlab: note: {root}: {found.repeats} file(s) reached twice through links are counted once")
     if unknown:
         log.warning("%s: ignoring sub-folders that are not real/fake: %s (map them with --classes)", root, ", ".join(unknown))
     return ds
@@ -440,6 +570,8 @@ def _from_manifest(path: Path, class_map: Mapping[str, int]) -> Dataset:
         raise RobustlabError(f"cannot read manifest ({exc.__class__.__name__}: {exc})", thing=path, fix="save it as a UTF-8 CSV with columns path,label") from None
     base = path.parent
     paths, files, labels = [], [], []
+    first_line: dict[str, tuple[int, int]] = {}  # real path -> (line, label)
+    dropped: list[tuple[int, int]] = []
     for lineno, row in enumerate(rows, start=2):
         label = _parse_label(row["label"], class_map)
         if label is None:
@@ -448,10 +580,27 @@ def _from_manifest(path: Path, class_map: Mapping[str, int]) -> Dataset:
         if not rel:
             raise RobustlabError(f"line {lineno}: empty path", thing=path, fix="give every row a path relative to the CSV")
         f = Path(rel) if Path(rel).is_absolute() else base / rel
-        paths.append(rel)
+        key = os.path.realpath(f)
+        if key in first_line:
+            line0, label0 = first_line[key]
+            if label0 != label:
+                raise RobustlabError(
+                    f"line {line0} lists {rows[line0 - 2]['path'].strip()!r} as {'fake' if label0 else 'real'} and line {lineno} lists {rel!r} as {'fake' if label else 'real'} (the same file)",
+                    thing=path,
+                    fix="give each image one label; remove one of the two rows",
+                )
+            dropped.append((lineno, line0))
+            continue
+        first_line[key] = (lineno, label)
+        paths.append(display_name(rel))
         files.append(f)
         labels.append(label)
-    return Dataset(root=base, kind="manifest", paths=paths, labels=np.asarray(labels, np.int64), _files=files)
+    if dropped:
+        shown = ", ".join(f"line {a} = line {b}" for a, b in dropped[:4])
+        _note(f"robustlab: note: {path}: {len(dropped)} repeated row(s) dropped, each image is counted once ({shown}{' ...' if len(dropped) > 4 else ''})")
+    ds = Dataset(root=base, kind="manifest", paths=paths, labels=np.asarray(labels, np.int64), _files=files)
+    ds.duplicates = len(dropped)
+    return ds
 
 
 def _from_npz(path: Path) -> Dataset:
@@ -465,17 +614,27 @@ def _from_npz(path: Path) -> Dataset:
         raise
     except Exception as exc:  # noqa: BLE001
         raise RobustlabError(f"cannot read .npz ({exc.__class__.__name__})", thing=path, fix="save with numpy.savez(path, x=..., y=...)") from None
+    fix_x = "x must be uint8 N x H x W x 3 (H, W >= 1)"
     if x.ndim == 3:
-        x = np.repeat(x[..., None], 3, axis=-1)
+        x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise RobustlabError(f"x has shape {x.shape}", thing=path, fix="x must be uint8 N x H x W x 3")
-    if x.shape[-1] == 1:
-        x = np.repeat(x, 3, axis=-1)
+        raise RobustlabError(f"x has shape {x.shape}", thing=path, fix=fix_x)
+    if x.shape[1] < 1 or x.shape[2] < 1:
+        raise RobustlabError(f"x holds empty images (shape {x.shape})", thing=path, fix=fix_x)
     if x.dtype != np.uint8:
         raise RobustlabError(f"x is {x.dtype}, not uint8", thing=path, fix="store images as uint8 0-255 (x.astype(np.uint8))")
-    y = np.asarray(y).reshape(-1)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    y = np.asarray(y)
+    if y.dtype.kind not in "uibf":
+        raise RobustlabError(f"y is {y.dtype}, not integer labels", thing=path, fix="store labels as integers 0 (real) / 1 (fake)")
+    if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise RobustlabError(f"y has shape {y.shape}, not (N,)", thing=path, fix="store one 0/1 label per image (not one-hot)")
+    y = y.reshape(-1)
     if len(y) != len(x):
         raise RobustlabError(f"x has {len(x)} images but y has {len(y)} labels", thing=path, fix="save one label per image")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise RobustlabError(f"y has {int((~np.isfinite(y)).sum())} non-finite values (NaN or inf)", thing=path, fix="use 0 for real and 1 for fake")
     if not np.isin(y, (0, 1)).all():
         raise RobustlabError("y has values other than 0 and 1", thing=path, fix="use 0 for real and 1 for fake")
     paths = [f"x[{i}]" for i in range(len(x))]
@@ -506,8 +665,16 @@ def open_dataset(
     """
     root = Path(data)
     class_map = parse_class_map(classes)
+    ds = _open(root, split, class_map, require_both)
+    ds.data_arg = Path(os.path.realpath(root))
+    return ds
+
+
+def _open(root: Path, split: str | None, class_map: Mapping[str, int], require_both: bool) -> Dataset:
     if not root.exists():
         raise RobustlabError("no such file or folder", thing=root, fix="check the DATA path")
+    if not root.is_file() and not root.is_dir():
+        raise RobustlabError(f"is {_file_kind(os.stat(root).st_mode)}, not a file or folder", thing=root, fix="pass a folder with real/ and fake/ sub-folders, a manifest CSV or an .npz")
     if root.is_file():
         suffix = root.suffix.lower()
         if split:

@@ -202,6 +202,8 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path, margin_folder):
     (out / "keep.txt").write_text("mine")
     assert_one_line_error(run("attack", det, margin_folder, "--out", out), "already exists", "--force")
     assert (out / "keep.txt").read_text() == "mine"
+    assert_one_line_error(run("attack", det, margin_folder, "--out", out, "--force", "-q"), "not a robustlab run folder")  # --force replaces only robustlab's folders
+    (out / ".robustlab-run").write_text("robustlab run folder\n")
     res = run("attack", det, margin_folder, "--out", out, "--force", "-q")
     assert res.exit_code == 0 and (out / "adversarial").is_dir() and not (out / "keep.txt").exists()
 

@@ -285,7 +285,7 @@ def test_bad_data_is_refused(ft, tmp_path):
         adv_train(det, ft["train"], None, out=tmp_path / "b", config=small_config())
     with pytest.raises(RobustlabError, match="no such file"):
         adv_train(det, ft["train"], tmp_path / "missing", out=tmp_path / "c", config=small_config())
-    with pytest.raises(RobustlabError, match="inside --out"):  # --force must never delete the input model
+    with pytest.raises(RobustlabError, match="--out holds an input"):  # --force must never delete the input model
         adv_train(det, ft["train"], ft["val"], out=ft["model"].parent, config=small_config(), force=True)
     assert ft["model"].exists()
 

@@ -63,8 +63,16 @@ def test_existing_run_folder_is_not_overwritten(trained_detector, test_images_fo
     res = run("evaluate", str(trained_detector), str(test_images_folder), "--out", str(out))
     assert_one_line_error(res, "already exists", "--force")
     assert (out / "keep.txt").read_text() == "mine"
+    # --force replaces only a folder robustlab wrote: this one is the user's
     res = run("evaluate", str(trained_detector), str(test_images_folder), "--out", str(out), "--force", "-q")
-    assert res.exit_code == 0 and (out / "run.json").exists() and not (out / "keep.txt").exists()
+    assert_one_line_error(res, "not a robustlab run folder", ".robustlab-run")
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    assert run("evaluate", str(trained_detector), str(test_images_folder), "--out", str(out), "-q").exit_code == 0
+    first = (out / "run.json").read_text()
+    res = run("evaluate", str(trained_detector), str(test_images_folder), "--out", str(out), "--force", "-q")
+    assert res.exit_code == 0 and (out / "run.json").read_text() != first and (out / ".robustlab-run").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary or old sibling left
 
 
 def test_bad_input_is_one_line_exit_2(trained_detector, tmp_path):

@@ -1,6 +1,7 @@
 """Shared CLI pieces: the error-handling group, the context object, common options and types."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -50,15 +51,50 @@ class RobustlabGroup(click.Group):
             ctx.exit(1)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as exc:  # a write failure robustlab did not wrap: full disk, read-only, quota
+            if _debug(ctx) or exc.errno not in WRITE_ERRNOS:
+                if _debug(ctx):
+                    raise
+                return self._internal_error(ctx, exc)
+            from robustlab.runs import write_failed
+
+            target = exc.filename or _out_argument(ctx.meta.get("robustlab.args", ()))
+            err = write_failed(target, exc) if target else RobustlabError(f"a write failed ({exc.strerror or exc.__class__.__name__})", fix="free space on the disk that holds --out (or raise the quota), or choose an --out on another disk")
+            click.echo(f"robustlab: error: {err.one_line()}", err=True)
+            ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("robustlab: interrupted; nothing half-written was left behind", err=True)
             ctx.exit(130)
         except Exception as exc:  # noqa: BLE001
             if _debug(ctx):
                 raise
-            text = " ".join(str(exc).split())[:300]
-            click.echo(f"robustlab: internal error: {exc.__class__.__name__}: {text} (rerun with --debug for the traceback; please report it)", err=True)
-            ctx.exit(3)
+            self._internal_error(ctx, exc)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        """Also keep the command's raw arguments, so a write failure can name its --out's disk."""
+        ctx.meta["robustlab.args"] = list(args)
+        return super().resolve_command(ctx, args)
+
+    @staticmethod
+    def _internal_error(ctx: click.Context, exc: BaseException) -> None:
+        text = " ".join(str(exc).split())[:300]
+        click.echo(f"robustlab: internal error: {exc.__class__.__name__}: {text} (rerun with --debug for the traceback; please report it)", err=True)
+        ctx.exit(3)
+
+
+def _out_argument(args: Any) -> str | None:
+    """The value of ``--out`` among raw command-line ``args`` (``--out X`` or ``--out=X``), if any."""
+    args = list(args)
+    for i, a in enumerate(args):
+        if a == "--out" and i + 1 < len(args):
+            return str(args[i + 1])
+        if isinstance(a, str) and a.startswith("--out="):
+            return a[len("--out=") :]
+    return None
+
+
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""OS errors that mean "this disk cannot take the output": exit 2 naming the disk, not a bug."""
 
 
 def _debug(ctx: click.Context) -> bool:

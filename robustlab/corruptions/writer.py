@@ -74,6 +74,12 @@ def _tagged(rel: str, original: str) -> str:
     return posixpath.join(folder, stem + tag)
 
 
+def _raw_relpaths(ds: Any) -> list[str]:
+    """A class-folder data set's relative paths as the file system has them (``ds.paths`` shows
+    bytes that are not UTF-8 as ``\\xNN`` text; the copies keep the original bytes)."""
+    return [ds.source(i).relative_to(ds.root).as_posix() for i in range(len(ds))]
+
+
 def _png_names(paths: Sequence[str], *, escape_prefix: str | None = None) -> list[str]:
     """Output file names (posix, relative): same path, ``.png`` suffix; collisions keep the old suffix.
 
@@ -338,9 +344,9 @@ def corrupt_dataset(
         raise RobustlabError("no corruption given", thing="--corruption", fix=f"name one or more of: {known()}")
     ds = open_dataset(data, split=split, classes=classes)
     source = Path(data)
-    folder = RunFolder(out, force=force)
+    folder = RunFolder(out, force=force, inputs=(data, ds))
     try:
-        names = _png_names(ds.paths, escape_prefix="files") if ds.kind == "manifest" else _png_names(ds.paths) if ds.kind == "folders" else []
+        names = _png_names(ds.paths, escape_prefix="files") if ds.kind == "manifest" else _png_names(_raw_relpaths(ds)) if ds.kind == "folders" else []
         job = _Job(ds, folder, corruptions, seed, names, f"{ds.root.name}/" if ds.kind == "folders" and ds.split else "")
         n = len(ds)
         with _progress_bar(progress, n, len(corruptions)) as bar, ThreadPoolExecutor(max_workers=workers or max(1, min(4, os.cpu_count() or 2)), thread_name_prefix="robustlab-corrupt") as pool:

@@ -14,6 +14,7 @@ import yaml
 
 from robustlab.enums import ColorOrder, OutputKind, ResizeMethod, Scale
 from robustlab.errors import RobustlabError
+from robustlab.yamlfile import guard_yaml
 
 SPEC_KEYS = (
     "name",
@@ -240,6 +241,7 @@ def read_spec(detector: str | os.PathLike, overrides: Mapping[str, Any] | None =
     if not path.exists():
         raise RobustlabError("no such file or folder", thing=path, fix="give a detector spec (.yaml) or a model file")
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
+        guard_yaml(path, what="detector spec")  # size and alias-bomb limits (robustlab.yamlfile)
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:

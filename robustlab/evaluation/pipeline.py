@@ -171,6 +171,7 @@ def plan_evaluation(
     from robustlab.corruptions.variant import parse_corruptions
     from robustlab.evaluation.suites import load_suite
     from robustlab.reporting.publish import plan_report
+    from robustlab.runs import check_out
 
     overrides = dict(overrides or {})
     if val is None and threshold_strategy is not None:
@@ -184,6 +185,8 @@ def plan_evaluation(
     corruption_variants = parse_corruptions([c for c in corruptions if isinstance(c, str)]) + [c for c in corruptions if not isinstance(c, str)]
     fraction = None if attack_fraction is None else parse_attack_fraction(attack_fraction, what="--attack-fraction")
     det, dataset = _load_inputs(detector, data, split=split, classes=classes, trust_model=trust_model, overrides=overrides)
+    if out is not None:  # a bad --out is refused before any work (it may not be, hold or lie in an input)
+        check_out(out, force=force, inputs=(det, dataset, val))
     config = _config(detector, data, det, dataset, split=split, classes=classes, overrides=overrides, trust_model=trust_model, out=out)
     if attack_variants:
         config["attacks"] = [v.spec.describe() for v in attack_variants if hasattr(v, "spec")]
@@ -272,7 +275,7 @@ def run(plan: EvaluationPlan, *, log: Log = _quiet) -> EvaluationRun:
         return EvaluationRun(_with_sanity(result, sanity), None, None, sanity)
     from robustlab.reporting.runfolder import write_run_folder
 
-    with RunFolder(plan.out, force=plan.force) as folder:
+    with RunFolder(plan.out, force=plan.force, inputs=_inputs(plan)) as folder:
         examples = example_collector(plan)
         hooks: list[Hook] = [examples]
         writer = None
@@ -290,6 +293,11 @@ def run(plan: EvaluationPlan, *, log: Log = _quiet) -> EvaluationRun:
             result = replace(result, info=replace(result.info, adversarial_images=writer.summary()))
         written = write_run_folder(folder, result, plan.data, examples=examples, plan=plan.report)
     return EvaluationRun(written.result, written.markdown, written.report, sanity)
+
+
+def _inputs(plan: EvaluationPlan) -> tuple[Any, ...]:
+    """What the plan reads: the run folder may not be, hold or lie inside any of it."""
+    return (plan.detector, plan.data, None if plan.validation is None else plan.validation.data)
 
 
 def _engine(plan: EvaluationPlan, selection: Any, *, hooks: Sequence[Hook]) -> EvaluationResult:
@@ -413,7 +421,7 @@ def evaluate(
     from robustlab.runs import RunFolder
 
     plan = EvaluationPlan(detector, data, tuple(variants), attack_fraction, seed=seed)
-    with RunFolder(out, force=force) as folder:
+    with RunFolder(out, force=force, inputs=(detector, data, threshold_selection)) as folder:
         examples = example_collector(plan)
         result = evaluate_variants(detector, data, hooks=[examples, *hooks], **engine_options)
         return write_run_folder(folder, result, data, examples=examples).result

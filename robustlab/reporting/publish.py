@@ -219,6 +219,8 @@ def write_run_html(folder: "str | os.PathLike", info: dict[str, Any], *, final: 
 
     A page that cannot be rendered does not cost the evaluation: a warning on stderr, no file (the
     run folder is complete without it; ``robustlab report RUN`` writes it later), None returned.
+    A page that cannot be *written* (full disk, read-only folder) raises
+    :class:`robustlab.runs.WriteFailed` (exit 2): the disk is the problem, not the page.
     """
     import logging
     import sys
@@ -231,6 +233,8 @@ def write_run_html(folder: "str | os.PathLike", info: dict[str, Any], *, final: 
         if final is not None:
             data.shown_as = Path(final)
         return atomic_write_text(Path(folder) / "report.html", render_html(data))
+    except OSError:  # a write failure (full disk): the run is not complete, exit 2 naming the disk
+        raise
     except Exception as exc:  # noqa: BLE001 - the run's numbers matter more than its page
         logging.getLogger("robustlab").debug("report.html failed", exc_info=True)
         print(f"robustlab: warning: report.html not written ({exc.__class__.__name__}: {exc}); run `robustlab report {final or folder}`", file=sys.stderr)

@@ -137,20 +137,51 @@ def read_rows(folder: Path, info: dict[str, Any] | None = None) -> tuple[dict[st
             raise RobustlabError(f"no such run folder{_interrupted_hint(folder)}", thing=folder, fix="give the --out folder of a finished robustlab run")
         got = read_run(folder)
         info = got["run"]
+    path = folder / "metrics.json"
     try:
-        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        rows = list(metrics["rows"])
-        refs = list(metrics.get("reference_rows") or [])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RobustlabError(f"unreadable metrics.json ({exc.__class__.__name__})", thing=folder, fix="re-run the evaluation") from None
-    for i, r in enumerate(rows):
-        missing = [k for k in ROW_KEYS if not isinstance(r, dict) or k not in r]
-        if missing:
-            raise RobustlabError(f"metrics.json row {i} lacks {', '.join(missing)}", thing=folder, fix="re-run the evaluation with this robustlab")
-        r["param"] = r.get("param") or ""
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RobustlabError(f"unreadable metrics.json ({exc.__class__.__name__})", thing=path, fix="re-run the evaluation") from None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("rows"), list):
+        got = f"a JSON {type(metrics).__name__}" if not isinstance(metrics, dict) else "an object without a rows list"
+        raise RobustlabError(f"metrics.json is {got}, not {{\"rows\": [...]}}", thing=path, fix="re-run the evaluation with this robustlab")
+    refs_raw = metrics.get("reference_rows") or []
+    if not isinstance(refs_raw, list):
+        raise RobustlabError("metrics.json reference_rows is not a list", thing=path, fix="re-run the evaluation with this robustlab")
+    rows = [check_row(r, i, path) for i, r in enumerate(metrics["rows"])]
+    refs = [check_row(r, i, path, what="reference row") for i, r in enumerate(refs_raw)]
     if not rows:
-        raise RobustlabError("metrics.json has no rows", thing=folder, fix="re-run the evaluation")
+        raise RobustlabError("metrics.json has no rows", thing=path, fix="re-run the evaluation")
+    if not isinstance(info, dict):
+        raise RobustlabError("run.json is not a JSON object", thing=folder / "run.json", fix="re-run the evaluation")
     return info, rows, refs
+
+
+def check_row(row: Any, i: int, path: Path, *, what: str = "row") -> dict[str, Any]:
+    """A metrics.json row, type-checked: ``set`` / ``variant`` strings, ``param`` a string (null
+    read as empty), ``n`` / ``misclassified`` non-negative integers, metrics numbers or null.
+    RobustlabError (exit 2) naming the file, the row and the key otherwise."""
+    fix = "re-run the evaluation with this robustlab (metrics.json is written by it)"
+    if not isinstance(row, dict):
+        raise RobustlabError(f"metrics.json {what} {i} is a JSON {type(row).__name__}, not an object", thing=path, fix=fix)
+    missing = [k for k in ROW_KEYS if k not in row]
+    if missing:
+        raise RobustlabError(f"metrics.json {what} {i} lacks {', '.join(missing)}", thing=path, fix=fix)
+    for key in ("set", "variant"):
+        if not isinstance(row[key], str) or not row[key]:
+            raise RobustlabError(f"metrics.json {what} {i} has {key}: {json.dumps(row[key])}, not a name", thing=path, fix=fix)
+    if row["param"] is None:
+        row["param"] = ""
+    if not isinstance(row["param"], str):
+        raise RobustlabError(f"metrics.json {what} {i} has param: {json.dumps(row['param'])}, not a string", thing=path, fix=fix)
+    for key in ("n", "misclassified"):
+        v = row[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise RobustlabError(f"metrics.json {what} {i} has {key}: {json.dumps(v)}, not a count", thing=path, fix=fix)
+    for key, v in row.items():
+        if key in ("accuracy", "precision", "recall", "f1", "auc", "ap", "threshold") and v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise RobustlabError(f"metrics.json {what} {i} has {key}: {json.dumps(v)}, not a number", thing=path, fix=fix)
+    return row
 
 
 def read_predictions(folder: Path) -> Any:

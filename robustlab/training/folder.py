@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from robustlab.errors import RobustlabError
-from robustlab.runs import RunFolder, atomic_write_text, is_nonempty_dir, to_json
+from robustlab.runs import RunFolder, atomic_write_text, is_nonempty_dir, to_json, write_marker
 
 PARTIAL_SUFFIX = ".adv-train-partial"
 CHECKPOINTS = "checkpoints"
@@ -69,12 +69,8 @@ class TrainingFolder(RunFolder):
     """
 
     def __init__(self, out: "str | os.PathLike", *, force: bool = False, resume: bool = False, inputs: Sequence["str | os.PathLike"] = ()):
-        final = Path(out).resolve()
-        for p in inputs:
-            if inside(Path(p), final):
-                raise RobustlabError(f"an input of this run ({Path(p).resolve()}) is inside --out or is --out itself", thing=final, fix="choose an --out folder that is not and does not hold the input model or data")
-        super().__init__(out, force=force)
-        os.rmdir(self.dir)  # RunFolder's random temporary folder: a resumable run needs a name it can find
+        super().__init__(out, force=force, inputs=inputs)  # refuses an --out that is, holds or lies inside an input
+        shutil.rmtree(self.dir)  # RunFolder's random temporary folder: a resumable run needs a name it can find
         self.dir = partial_dir(self.final)
         if resume:
             return
@@ -88,6 +84,7 @@ class TrainingFolder(RunFolder):
             lock(self.dir)
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True)
+        write_marker(self.dir)  # the published NEW is a robustlab output folder (--force may replace it)
         lock(self.dir)
 
     def commit(self, run_info: dict[str, Any]) -> Path:

@@ -232,13 +232,12 @@ def test_out_that_is_the_validation_set_is_refused_even_with_force(setup, tmp_pa
     shutil.copytree(setup["val"], val)
     before = {**inputs_of(setup), **snapshot(val)}
     result = run("adv-train", str(setup["spec"]), str(setup["train"]), "--val", str(val), "--out", str(val), "--force", *FAST)
-    assert_one_line_error(result, "inside --out")
+    assert_one_line_error(result, "--out is an input")
     assert {**inputs_of(setup), **snapshot(val)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["val"]
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs RunFolder(inputs=)")
 def test_out_inside_the_validation_set_is_refused(setup, tmp_path):
     val = tmp_path / "val"
     shutil.copytree(setup["val"], val)
