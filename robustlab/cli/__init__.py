@@ -16,7 +16,7 @@ from robustlab.cli.common import RobustlabGroup
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-@click.group(cls=RobustlabGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ROBUSTLAB", "max_content_width": 100})
+@click.group(name="robustlab", cls=RobustlabGroup, context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "ROBUSTLAB", "max_content_width": 100})
 @click.version_option(__version__, prog_name="robustlab")
 def main() -> None:
     """How far can you trust a real-vs-AI-generated image detector?

@@ -49,6 +49,10 @@ class RobustlabGroup(click.Group):
             if msg:
                 click.echo(f"robustlab: {msg}", err=True)
             ctx.exit(1)
+        except click.UsageError as exc:  # a bad flag or value: the same one line as any bad input
+            if _debug(ctx) or "--debug" in ctx.meta.get("robustlab.args", ()):
+                raise
+            self._usage_error(ctx, exc)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except OSError as exc:  # a write failure robustlab did not wrap: full disk, read-only, quota
@@ -69,6 +73,23 @@ class RobustlabGroup(click.Group):
             if _debug(ctx):
                 raise
             self._internal_error(ctx, exc)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            if "--debug" in args:
+                raise
+            self._usage_error(ctx, exc)
+            raise  # not reached: ctx.exit raises
+
+    @staticmethod
+    def _usage_error(ctx: click.Context, exc: click.UsageError) -> None:
+        """``robustlab: error: robustlab CMD: what was wrong; see `robustlab CMD --help``` and exit 2."""
+        where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        click.echo(f"robustlab: error: {where}: {message}; see `{where} --help`", err=True)
+        ctx.exit(2)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
         """Also keep the command's raw arguments, so a write failure can name its --out's disk."""
