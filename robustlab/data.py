@@ -492,10 +492,11 @@ class Dataset:
         method: ResizeMethod | str = ResizeMethod.BILINEAR,
         indices: Sequence[int] | None = None,
         batch_size: int = 64,
+        positive: str = "fake",
     ) -> Batch:
         """The whole set (or ``indices``) in memory: x uint8 (N, H, W, 3), y, idx. For small sets."""
         xs, ys, ids = [], [], []
-        for b in self.batches(size, method=method, batch_size=batch_size, indices=indices):
+        for b in self.batches(size, method=method, batch_size=batch_size, indices=indices, positive=positive):
             xs.append(b.x)
             ys.append(b.y)
             ids.append(b.idx)

@@ -77,7 +77,7 @@ def preprocessing_check(detector: Any, data: Any, *, sample: int = 200, seed: in
 
     if sample < 2:
         raise RobustlabError(f"--sample {sample} is too small", fix="use at least 2 images (default 200)")
-    y_all = data.labels if detector.positive == "fake" else 1 - data.labels
+    y_all = data.labels_for(detector.positive)
     fraction = min(1.0, sample / max(1, len(data)))
     idx = np.sort(stratified_subset(np.asarray(y_all), fraction, seed)) if fraction < 1.0 else np.arange(len(data))
     batch = data.load_arrays(detector.input_size, method=detector.spec.resize, indices=idx, batch_size=batch_size)

@@ -33,11 +33,10 @@ def validation_scores(detector: "Detector", data: "Dataset", *, batch_size: int 
     ``P(positive)``, in the order of the images read (unreadable files are skipped)."""
     from robustlab.progress import batch_progress
 
-    positive_is_fake = detector.positive == "fake"
     ys, ss = [], []
-    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size)
+    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size, positive=detector.positive)
     for b in batch_progress(batches, len(data), f"scoring {len(data)} validation images", progress):
-        ys.append(b.y if positive_is_fake else 1 - b.y)
+        ys.append(b.y)
         ss.append(detector.scores(b.x))
     y = np.concatenate(ys).astype(np.int64) if ys else np.zeros((0,), np.int64)
     s = np.concatenate(ss).astype(np.float64) if ss else np.zeros((0,), np.float64)

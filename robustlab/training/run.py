@@ -350,10 +350,6 @@ class _Session:
         self.log(f"robustlab adv-train: resuming after epoch {state.epoch} of {self.config.epochs} ({latest})")
         return state, best
 
-    def _labels(self, y: np.ndarray) -> np.ndarray:
-        """int32 positive-class labels from fake = 1 labels."""
-        return (y if self.det.positive == "fake" else 1 - y).astype(np.int32)
-
     def _guard_batch(self) -> Any:
         """The guard's validation batch: stratified, seeded (robustlab.sampling), fixed for the run."""
         from robustlab.sampling import stratified_subset
@@ -362,8 +358,8 @@ class _Session:
         if not config.guard or len(val_set) == 0:
             return None
         fraction = min(1.0, config.guard_size / len(val_set))
-        idx = stratified_subset(self._labels(val_set.labels), fraction, config.seed)
-        batch = val_set.load_arrays(self.det.input_size, method=self.det.spec.resize, indices=idx, batch_size=config.batch_size)
+        idx = stratified_subset(val_set.labels_for(self.det.positive), fraction, config.seed)
+        batch = val_set.load_arrays(self.det.input_size, method=self.det.spec.resize, indices=idx, batch_size=config.batch_size, positive=self.det.positive)
         return batch if len(batch.idx) else None
 
     def guard(self) -> dict[str, float] | None:
@@ -371,7 +367,7 @@ class _Session:
         if self.guard_batch is None:
             return None
         bs, seed = self.config.batch_size, self.config.seed
-        y = self._labels(self.guard_batch.y)
+        y = self.guard_batch.y.astype(np.int32)
         clean = fgsm = pgd = 0.0
         for s in range(0, len(y), bs):
             c, f, p = self.steps.guard_step(self.guard_batch.x[s : s + bs], y[s : s + bs], np.asarray([seed, 7_000_000 + s], np.int32))
@@ -383,10 +379,10 @@ class _Session:
         """VAL loss and accuracy, clean and under the training attack (seeded per batch)."""
         det, config = self.det, self.config
         v_loss = v_corr = a_loss = a_corr = v_n = 0.0
-        for vb_no, vb in enumerate(self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size)):
+        for vb_no, vb in enumerate(self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size, positive=det.positive)):
             if len(vb.idx) == 0:
                 continue
-            y = self._labels(vb.y)
+            y = vb.y.astype(np.int32)
             l1, c1, l2, c2 = self.steps.val_step(vb.x, y, np.asarray([config.seed, 5_000_000 + vb_no], np.int32))
             v_loss, v_corr, a_loss, a_corr, v_n = v_loss + float(l1), v_corr + float(c1), a_loss + float(l2), a_corr + float(c2), v_n + len(y)
         if v_n == 0:
@@ -461,10 +457,10 @@ class _Session:
         for layer, flag in self.original_flags:
             layer.trainable = flag
         scores, labels = [], []
-        for vb in self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size):
+        for vb in self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size, positive=det.positive):
             if len(vb.idx):
                 scores.append(det.scores(vb.x))
-                labels.append(vb.y if det.positive == "fake" else 1 - vb.y)
+                labels.append(vb.y)
         y_v, s_v = np.concatenate(labels), np.concatenate(scores)
         try:
             threshold, note = pick_val_threshold(y_v, s_v, config.threshold_strategy, thing=self.record["val"])
