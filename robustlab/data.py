@@ -7,8 +7,9 @@ Labels are **fake = 1, real = 0** here, always; a detector with ``positive: real
 where scores are compared (see :func:`robustlab.evaluation.engine.evaluate`).
 
 Images are decoded to RGB uint8 (grayscale replicated, palette/CMYK/16-bit converted, RGBA composited
-on white, EXIF orientation applied) and resized to the detector's input size with Pillow's filter
-for the detector's resize method. Decoding streams in batches on worker threads, so memory does not
+on white, EXIF orientation applied: the defaults; a detector spec's ``decode``, ``alpha``, ``bit16``
+and ``exif`` change them) and resized to the detector's input size by the library its ``resize``
+names (robustlab.preprocess). Decoding streams in batches on worker threads, so memory does not
 grow with the data set.
 """
 from __future__ import annotations
@@ -27,8 +28,10 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from robustlab import preprocess
 from robustlab.enums import ResizeMethod
 from robustlab.errors import RobustlabError
+from robustlab.preprocess import ImageDecodeError, Preprocessing, as_preprocessing
 
 log = logging.getLogger("robustlab")
 
@@ -45,100 +48,29 @@ class Batch(NamedTuple):
     idx: np.ndarray
 
 
-class ImageDecodeError(Exception):
-    """An image could not be decoded (a skipped file, never fatal for a data set)."""
-
-
 # --------------------------------------------------------------------------- decoding
+# The backends (Pillow, OpenCV, TensorFlow) live in robustlab.preprocess; ``method`` below is a
+# resize method (default decoding rules) or a whole Preprocessing (a detector spec's ``preprocessing``).
 
 
-def _pil_filter(method: ResizeMethod) -> int:
-    from PIL import Image
-
-    return {
-        ResizeMethod.NEAREST: Image.Resampling.NEAREST,
-        ResizeMethod.BILINEAR: Image.Resampling.BILINEAR,
-        ResizeMethod.BICUBIC: Image.Resampling.BICUBIC,
-        ResizeMethod.AREA: Image.Resampling.BOX,
-    }[method]
-
-
-def _to_rgb(im: Any) -> Any:
-    """Any PIL image -> an RGB PIL image by the contract's rules."""
-    from PIL import Image
-
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        if mode == "F" and a.size and float(np.nanmax(a)) <= 1.0:
-            a = a * 255.0
-        elif a.size and float(a.max()) > 255.0:
-            a = a / 257.0  # 16-bit -> 8-bit
-        a = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(a, mode="L").convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode == "RGB":
-        return im
-    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
-
-
-def decode_image(source: "str | os.PathLike | bytes") -> np.ndarray:
-    """Decode a file (or bytes) to RGB uint8 (H, W, 3) by the contract's rules.
+def decode_image(source: "str | os.PathLike | bytes", pre: Preprocessing | ResizeMethod | str = Preprocessing()) -> np.ndarray:
+    """Decode a file (or bytes) to RGB uint8 (H, W, 3) by the contract's rules, or by ``pre``'s
+    decoder, alpha, 16-bit and EXIF rules.
 
     Raises :class:`ImageDecodeError` for anything that is not a readable image.
     """
-    return np.asarray(_open_rgb(source), dtype=np.uint8)
+    return preprocess.decode(source, as_preprocessing(pre))
 
 
-def _open_rgb(source: "str | os.PathLike | bytes") -> Any:
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-        with Image.open(fp) as im:
-            im.seek(0)
-            im.load()
-            try:
-                im = ImageOps.exif_transpose(im)
-            except Exception:  # noqa: BLE001 - a broken EXIF block is not worth losing the image
-                pass
-            rgb = _to_rgb(im)
-            rgb.load()
-            if rgb.width < 1 or rgb.height < 1:
-                raise ImageDecodeError("empty image")
-            return rgb
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"cannot decode ({exc.__class__.__name__}: {exc})") from None
+def resize_rgb(image: np.ndarray, size: tuple[int, int], method: Preprocessing | ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
+    """uint8 (h, w, 3) -> uint8 (H, W, 3) with the library of ``method`` (a resize method or a
+    Preprocessing's ``resize``); no-op when equal."""
+    return preprocess.resize(image, size, as_preprocessing(method).resize)
 
 
-def resize_rgb(image: np.ndarray, size: tuple[int, int], method: ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
-    """uint8 (h, w, 3) -> uint8 (H, W, 3) with Pillow's filter for ``method``; no-op when equal."""
-    from PIL import Image
-
-    method = ResizeMethod.parse(method, what="resize method")
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return np.ascontiguousarray(image, dtype=np.uint8)
-    im = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB")
-    return np.asarray(im.resize((w, h), resample=_pil_filter(method)), dtype=np.uint8)
-
-
-def load_image(path: "str | os.PathLike", size: tuple[int, int] | None = None, method: ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
+def load_image(path: "str | os.PathLike", size: tuple[int, int] | None = None, method: Preprocessing | ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
     """Decode and (optionally) resize: "the image" of the contract, uint8 (H, W, 3)."""
-    im = _open_rgb(path)
-    if size is not None and (im.height, im.width) != tuple(size):
-        im = im.resize((size[1], size[0]), resample=_pil_filter(ResizeMethod.parse(method, what="resize method")))
-    return np.asarray(im, dtype=np.uint8)
+    return preprocess.load(path, size, as_preprocessing(method))
 
 
 # --------------------------------------------------------------------------- discovery
@@ -326,7 +258,7 @@ class Dataset:
         caller's model work overlaps with reading. Memory: about ``(workers + 2) * batch_size``
         images at a time.
         """
-        method = ResizeMethod.parse(method, what="resize method")
+        method = as_preprocessing(method)  # a resize method, or a detector's whole Preprocessing
         order = np.arange(len(self), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
         chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         if workers is None:

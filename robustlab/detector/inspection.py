@@ -80,7 +80,7 @@ def preprocessing_check(detector: Any, data: Any, *, sample: int = 200, seed: in
     y_all = data.labels if detector.positive == "fake" else 1 - data.labels
     fraction = min(1.0, sample / max(1, len(data)))
     idx = np.sort(stratified_subset(np.asarray(y_all), fraction, seed)) if fraction < 1.0 else np.arange(len(data))
-    batch = data.load_arrays(detector.input_size, method=detector.spec.resize, indices=idx, batch_size=batch_size)
+    batch = data.load_arrays(detector.input_size, method=detector.spec.preprocessing, indices=idx, batch_size=batch_size)
     if len(batch.idx) == 0:
         raise RobustlabError("no image of the sample could be read", thing=data.root, fix="check the files")
     y = np.asarray(y_all)[batch.idx].astype(np.int64)

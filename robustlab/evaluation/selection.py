@@ -35,7 +35,7 @@ def validation_scores(detector: "Detector", data: "Dataset", *, batch_size: int 
 
     positive_is_fake = detector.positive == "fake"
     ys, ss = [], []
-    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size)
+    batches = data.batches(detector.input_size, method=detector.spec.preprocessing, batch_size=batch_size)
     for b in batch_progress(batches, len(data), f"scoring {len(data)} validation images", progress):
         ys.append(b.y if positive_is_fake else 1 - b.y)
         ss.append(detector.scores(b.x))

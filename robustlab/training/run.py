@@ -296,7 +296,7 @@ def _run(
         state = TrainState(lr=config.lr)
         best_arrays = initial
     h, w = det.input_size
-    resize = det.spec.resize
+    resize = det.spec.preprocessing
     bs = config.batch_size
     n_train = len(train_set)
 
