@@ -7,8 +7,9 @@ Labels are **fake = 1, real = 0** here, always; a detector with ``positive: real
 where scores are compared (see :func:`robustlab.evaluation.engine.evaluate`).
 
 Images are decoded to RGB uint8 (grayscale replicated, palette/CMYK/16-bit converted, RGBA composited
-on white, EXIF orientation applied) and resized to the detector's input size with Pillow's filter
-for the detector's resize method. Decoding streams in batches on worker threads, so memory does not
+on white, EXIF orientation applied: the defaults; a detector spec's ``decode``, ``alpha``, ``bit16``
+and ``exif`` change them) and resized to the detector's input size by the library its ``resize``
+names (robustlab.preprocess). Decoding streams in batches on worker threads, so memory does not
 grow with the data set.
 """
 from __future__ import annotations
@@ -28,8 +29,10 @@ from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from robustlab import preprocess
 from robustlab.enums import ResizeMethod
 from robustlab.errors import RobustlabError
+from robustlab.preprocess import ImageDecodeError, Preprocessing, as_preprocessing, file_kind
 
 log = logging.getLogger("robustlab")
 
@@ -46,122 +49,29 @@ class Batch(NamedTuple):
     idx: np.ndarray
 
 
-class ImageDecodeError(Exception):
-    """An image could not be decoded (a skipped file, never fatal for a data set)."""
-
-
 # --------------------------------------------------------------------------- decoding
+# The backends (Pillow, OpenCV, TensorFlow) live in robustlab.preprocess; ``method`` below is a
+# resize method (default decoding rules) or a whole Preprocessing (a detector spec's ``preprocessing``).
 
 
-def _pil_filter(method: ResizeMethod) -> int:
-    from PIL import Image
-
-    return {
-        ResizeMethod.NEAREST: Image.Resampling.NEAREST,
-        ResizeMethod.BILINEAR: Image.Resampling.BILINEAR,
-        ResizeMethod.BICUBIC: Image.Resampling.BICUBIC,
-        ResizeMethod.AREA: Image.Resampling.BOX,
-    }[method]
-
-
-def _to_rgb(im: Any) -> Any:
-    """Any PIL image -> an RGB PIL image by the contract's rules."""
-    from PIL import Image
-
-    mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(im, dtype=np.float64)
-        if mode == "F" and a.size and float(np.nanmax(a)) <= 1.0:
-            a = a * 255.0
-        elif a.size and float(a.max()) > 255.0:
-            a = a / 257.0  # 16-bit -> 8-bit
-        a = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
-        return Image.fromarray(a, mode="L").convert("RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if mode == "RGB":
-        return im
-    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
-
-
-def decode_image(source: "str | os.PathLike | bytes") -> np.ndarray:
-    """Decode a file (or bytes) to RGB uint8 (H, W, 3) by the contract's rules.
+def decode_image(source: "str | os.PathLike | bytes", pre: Preprocessing | ResizeMethod | str = Preprocessing()) -> np.ndarray:
+    """Decode a file (or bytes) to RGB uint8 (H, W, 3) by the contract's rules, or by ``pre``'s
+    decoder, alpha, 16-bit and EXIF rules.
 
     Raises :class:`ImageDecodeError` for anything that is not a readable image.
     """
-    return np.asarray(_open_rgb(source), dtype=np.uint8)
+    return preprocess.decode(source, as_preprocessing(pre))
 
 
-def _open_rgb(source: "str | os.PathLike | bytes") -> Any:
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else _open_regular(source)
-        with fp, Image.open(fp) as im:
-            im.seek(0)
-            im.load()
-            try:
-                im = ImageOps.exif_transpose(im)
-            except Exception:  # noqa: BLE001 - a broken EXIF block is not worth losing the image
-                pass
-            rgb = _to_rgb(im)
-            rgb.load()
-            if rgb.width < 1 or rgb.height < 1:
-                raise ImageDecodeError("empty image")
-            return rgb
-    except ImageDecodeError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageDecodeError("not an image Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"cannot decode ({exc.__class__.__name__}: {exc})") from None
+def resize_rgb(image: np.ndarray, size: tuple[int, int], method: Preprocessing | ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
+    """uint8 (h, w, 3) -> uint8 (H, W, 3) with the library of ``method`` (a resize method or a
+    Preprocessing's ``resize``); no-op when equal."""
+    return preprocess.resize(image, size, as_preprocessing(method).resize)
 
 
-def _open_regular(path: "str | os.PathLike") -> Any:
-    """Open ``path`` for reading only if it is a regular file (a FIFO would block forever).
-
-    Opened non-blocking, checked with ``fstat`` on the open descriptor (no race with a file
-    swapped in between), then read normally. Raises :class:`ImageDecodeError` otherwise.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise ImageDecodeError(f"cannot open ({exc.strerror or exc.__class__.__name__})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageDecodeError(f"{_file_kind(mode)}, not a regular file")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def resize_rgb(image: np.ndarray, size: tuple[int, int], method: ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
-    """uint8 (h, w, 3) -> uint8 (H, W, 3) with Pillow's filter for ``method``; no-op when equal."""
-    from PIL import Image
-
-    method = ResizeMethod.parse(method, what="resize method")
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return np.ascontiguousarray(image, dtype=np.uint8)
-    im = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), mode="RGB")
-    return np.asarray(im.resize((w, h), resample=_pil_filter(method)), dtype=np.uint8)
-
-
-def load_image(path: "str | os.PathLike", size: tuple[int, int] | None = None, method: ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
+def load_image(path: "str | os.PathLike", size: tuple[int, int] | None = None, method: Preprocessing | ResizeMethod | str = ResizeMethod.BILINEAR) -> np.ndarray:
     """Decode and (optionally) resize: "the image" of the contract, uint8 (H, W, 3)."""
-    im = _open_rgb(path)
-    if size is not None and (im.height, im.width) != tuple(size):
-        im = im.resize((size[1], size[0]), resample=_pil_filter(ResizeMethod.parse(method, what="resize method")))
-    return np.asarray(im, dtype=np.uint8)
+    return preprocess.load(path, size, as_preprocessing(method))
 
 
 # --------------------------------------------------------------------------- discovery
@@ -236,13 +146,6 @@ def _note(message: str) -> None:
     print(display_name(message), file=sys.stderr)
 
 
-def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
 @dataclass
 class _Walk:
     """What a walk of class folders found: files to read, files skipped, loops and repeats."""
@@ -296,7 +199,7 @@ def _walk_class_folder(folder: Path, label: int, root: Path, found: _Walk, seen:
                 subdirs.append(path)
                 continue
             if not stat.S_ISREG(est.st_mode):
-                found.skipped[path] = f"{_file_kind(est.st_mode)}, not a regular file"
+                found.skipped[path] = f"{file_kind(est.st_mode)}, not a regular file"
                 continue
             fid = (est.st_dev, est.st_ino)
             if fid in seen:
@@ -450,7 +353,7 @@ class Dataset:
         caller's model work overlaps with reading. Memory: about ``(workers + 2) * batch_size``
         images at a time.
         """
-        method = ResizeMethod.parse(method, what="resize method")
+        method = as_preprocessing(method)  # a resize method, or a detector's whole Preprocessing
         order = np.arange(len(self), dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
         chunks = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
         if workers is None:
@@ -675,7 +578,7 @@ def _open(root: Path, split: str | None, class_map: Mapping[str, int], require_b
     if not root.exists():
         raise RobustlabError("no such file or folder", thing=root, fix="check the DATA path")
     if not root.is_file() and not root.is_dir():
-        raise RobustlabError(f"is {_file_kind(os.stat(root).st_mode)}, not a file or folder", thing=root, fix="pass a folder with real/ and fake/ sub-folders, a manifest CSV or an .npz")
+        raise RobustlabError(f"is {file_kind(os.stat(root).st_mode)}, not a file or folder", thing=root, fix="pass a folder with real/ and fake/ sub-folders, a manifest CSV or an .npz")
     if root.is_file():
         suffix = root.suffix.lower()
         if split:

@@ -41,10 +41,67 @@ class ColorOrder(StrEnum):
 
 
 class ResizeMethod(StrEnum):
+    """How an image is resized to the detector's input, named by the library that does it.
+
+    Each backend is that library's own call (robustlab.preprocess); the old names ``nearest``,
+    ``bilinear``, ``bicubic`` and ``area`` keep meaning Pillow's filters.
+    """
+
     NEAREST = "nearest"
     BILINEAR = "bilinear"
     BICUBIC = "bicubic"
     AREA = "area"
+    PIL_NEAREST = "pil-nearest"  # = keras.utils.load_img(target_size=...)'s default
+    PIL_BILINEAR = "pil-bilinear"
+    PIL_BICUBIC = "pil-bicubic"  # = PIL.Image.resize's default
+    PIL_BOX = "pil-box"
+    CV2_LINEAR = "cv2-linear"  # = cv2.resize's default (INTER_LINEAR)
+    CV2_AREA = "cv2-area"
+    CV2_CUBIC = "cv2-cubic"
+    TF_BILINEAR = "tf-bilinear"  # = tf.image.resize's default, as image_dataset_from_directory uses it
+    TF_AREA = "tf-area"
+    TF_BILINEAR_AA = "tf-bilinear-aa"  # tf.image.resize(..., antialias=True)
+
+    @property
+    def library(self) -> str:
+        """``"pil"``, ``"cv2"`` or ``"tf"``: who resizes."""
+        return self.value.split("-", 1)[0] if "-" in self.value else "pil"
+
+
+class Decoder(StrEnum):
+    """Which library decodes image files: Pillow (``PIL.Image.open``), OpenCV (``cv2.imread``,
+    then BGR -> RGB) or TensorFlow (``tf.io.decode_image(channels=3)``)."""
+
+    PIL = "pil"
+    CV2 = "cv2"
+    TF = "tf"
+
+
+class AlphaRule(StrEnum):
+    """What happens to a transparent image: composited on white or black, or alpha dropped
+    (``convert("RGB")``, ``cv2.imread``, ``decode_image(channels=3)`` all drop it)."""
+
+    WHITE = "white"
+    BLACK = "black"
+    DROP = "drop"
+
+
+class Bit16Rule(StrEnum):
+    """How 16-bit grayscale becomes 8-bit: ``scale`` (/257, rounded), ``clip`` (values above 255
+    become 255: Pillow's ``convert("RGB")``, so Keras ``load_img``) or ``shift`` (the high byte:
+    OpenCV and TensorFlow)."""
+
+    SCALE = "scale"
+    CLIP = "clip"
+    SHIFT = "shift"
+
+
+class ExifRule(StrEnum):
+    """Whether the EXIF orientation tag is applied (``cv2.imread`` does; Pillow's ``open``,
+    Keras ``load_img`` and TensorFlow's decoders do not)."""
+
+    APPLY = "apply"
+    IGNORE = "ignore"
 
 
 class OutputKind(StrEnum):

@@ -505,7 +505,7 @@ def versions() -> dict[str, str]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
-    for pkg in ("robustlab", "tensorflow", "keras", "tf-keras", "adversarial-robustness-toolbox", "numpy", "scikit-learn", "pillow"):
+    for pkg in ("robustlab", "tensorflow", "keras", "tf-keras", "adversarial-robustness-toolbox", "numpy", "scikit-learn", "pillow", "opencv-python", "opencv-python-headless"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

@@ -134,7 +134,7 @@ def sanity_check(detector: "Detector", data: "Dataset", *, seed: int = 0, batch_
     idx = stratified_subset(data.labels_for(detector.positive), fraction, seed)
     rng = np.random.default_rng([seed, 0x5A17])
     n = correct = clean_correct = 0
-    for b in data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size, indices=idx, positive=detector.positive):
+    for b in data.batches(detector.input_size, method=detector.spec.preprocessing, batch_size=batch_size, indices=idx, positive=detector.positive):
         if len(b.idx) == 0:
             continue
         r = run_attack(detector, b.x, b.y, spec, rng)

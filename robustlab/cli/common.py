@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import click
 
+from robustlab.enums import ResizeMethod
 from robustlab.errors import PolicyFailed, RobustlabError
 
 
@@ -152,7 +153,7 @@ def detector_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Flags that override (or, for a bare model path, make up) the detector spec."""
     opts = [
         click.option("--input-size", metavar="HxW", help="Detector input size, e.g. 128x128 (default: the model's input shape)."),
-        click.option("--resize", type=click.Choice(["nearest", "bilinear", "bicubic", "area"], case_sensitive=False), help="Resize method to the input size (default bilinear)."),
+        click.option("--resize", type=click.Choice([m.value for m in ResizeMethod], case_sensitive=False), help="Resize to the input size by the library the model was trained with: pil-*, cv2-*, tf-* (default bilinear = pil-bilinear; see README: Detectors)."),
         click.option("--color", type=click.Choice(["rgb", "bgr"], case_sensitive=False), help="Channel order the model was trained on (default rgb)."),
         click.option("--scale", type=click.Choice(["0-255", "0-1", "-1-1", "imagenet"], case_sensitive=False), help='Pixel scaling the model expects (default "0-255").'),
         click.option("--output", "output_kind", type=click.Choice(["sigmoid", "softmax", "logits"], case_sensitive=False), help="Output kind (default: inferred from the last layer)."),

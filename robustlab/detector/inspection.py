@@ -5,8 +5,12 @@
   files that cannot be loaded too: the static part (read without running anything) is reported with
   the reason.
 * :func:`preprocessing_check`: scores a stratified sample under every plausible preprocessing
-  (RGB/BGR x 0-255 / 0-1 / -1-1 / ImageNet) and says when the configured one is not the best.
-  A mismatch costs detectors like the seeds' tens of points of accuracy.
+  (RGB/BGR x 0-255 / 0-1 / -1-1 / ImageNet), then under every resize backend (Pillow, OpenCV,
+  TensorFlow: robustlab.preprocess), and says when the configured one is not the best. A mismatch
+  costs detectors like the seeds' tens of points of accuracy.
+* :func:`skew_report`: the same sample through the training pipeline (the detector's spec) and a
+  serving pipeline (another spec, say the app's): per-image score differences, decision flips and
+  the accuracy under each.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from robustlab.enums import ColorOrder, Scale
+from robustlab.enums import ColorOrder, ResizeMethod, Scale
 from robustlab.errors import RobustlabError
 
 MARGIN = 0.02  # accuracy difference (fraction) below which two preprocessings count as equal
@@ -35,15 +39,40 @@ class PreprocessingScore:
     configured: bool
 
 
+@dataclass(frozen=True)
+class ResizeScore:
+    """Accuracy and AUC of the sample resized by one backend (colour and scale as configured);
+    ``max_pixel_diff``: the largest difference (0-255 levels) from the configured backend's pixels."""
+
+    resize: str
+    accuracy: float
+    auc: float | None
+    configured: bool
+    max_pixel_diff: int
+
+
+# the backends the check tries, by library name (the old names are Pillow's and counted as such)
+RESIZE_CANDIDATES = tuple(m for m in ResizeMethod if m.library != "pil" or m.value.startswith("pil-"))
+PIL_ALIASES = {
+    ResizeMethod.NEAREST: ResizeMethod.PIL_NEAREST,
+    ResizeMethod.BILINEAR: ResizeMethod.PIL_BILINEAR,
+    ResizeMethod.BICUBIC: ResizeMethod.PIL_BICUBIC,
+    ResizeMethod.AREA: ResizeMethod.PIL_BOX,
+}
+
+
 @dataclass
 class PreprocessingCheck:
-    """The result of :func:`preprocessing_check`: one row per preprocessing, best first."""
+    """The result of :func:`preprocessing_check`: one row per preprocessing, best first, then one
+    per resize backend, best first (empty, with a note, when no image of the sample needs resizing)."""
 
     n: int
     counts: dict[str, int]
     threshold: float
     rows: list[PreprocessingScore]
     warnings: list[str] = field(default_factory=list)
+    resize_rows: list[ResizeScore] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def configured(self) -> PreprocessingScore:
@@ -61,7 +90,10 @@ class PreprocessingCheck:
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "best": f"{self.best.color} {self.best.scale}",
             "configured": f"{self.configured.color} {self.configured.scale}",
+            "resize_rows": [dataclasses.asdict(r) for r in self.resize_rows],
+            "best_resize": self.resize_rows[0].resize if self.resize_rows else None,
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
         }
 
 
@@ -73,14 +105,9 @@ def preprocessing_check(detector: Any, data: Any, *, sample: int = 200, seed: in
     it. Rows are sorted best first (accuracy, then AUC, the configured one winning ties).
     """
     from robustlab.metrics import binary_scores
-    from robustlab.sampling import stratified_subset
 
-    if sample < 2:
-        raise RobustlabError(f"--sample {sample} is too small", fix="use at least 2 images (default 200)")
-    y_all = data.labels_for(detector.positive)
-    fraction = min(1.0, sample / max(1, len(data)))
-    idx = np.sort(stratified_subset(np.asarray(y_all), fraction, seed)) if fraction < 1.0 else np.arange(len(data))
-    batch = data.load_arrays(detector.input_size, method=detector.spec.resize, indices=idx, batch_size=batch_size)
+    idx, y_all = _sample(detector, data, sample, seed)
+    batch = data.load_arrays(detector.input_size, method=detector.spec.preprocessing, indices=idx, batch_size=batch_size)
     if len(batch.idx) == 0:
         raise RobustlabError("no image of the sample could be read", thing=data.root, fix="check the files")
     y = np.asarray(y_all)[batch.idx].astype(np.int64)
@@ -96,8 +123,159 @@ def preprocessing_check(detector: Any, data: Any, *, sample: int = 200, seed: in
     rows.sort(key=lambda r: (-r.accuracy, -(r.auc if r.auc is not None else 0.0), not r.configured))
     n_fake = int(data.labels[batch.idx].sum())
     check = PreprocessingCheck(len(batch.idx), {"real": len(batch.idx) - n_fake, "fake": n_fake}, detector.threshold, rows)
+    check.resize_rows, check.notes = _resize_rows(detector, data, batch, y, batch_size)
     check.warnings = _warnings(check, detector)
     return check
+
+
+def _sample(detector: Any, data: Any, sample: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted indices of a stratified, seeded sample of ``data``, all labels with the detector's positive as 1)."""
+    from robustlab.sampling import stratified_subset
+
+    if sample < 2:
+        raise RobustlabError(f"--sample {sample} is too small", fix="use at least 2 images (default 200)")
+    y_all = data.labels_for(detector.positive)
+    fraction = min(1.0, sample / max(1, len(data)))
+    idx = np.sort(stratified_subset(y_all, fraction, seed)) if fraction < 1.0 else np.arange(len(data))
+    return idx, y_all
+
+
+def _resize_rows(detector: Any, data: Any, batch: Any, y: np.ndarray, batch_size: int) -> tuple[list[ResizeScore], list[str]]:
+    """The sample (``batch``: the images the configured pipeline read) resized by every backend,
+    scored with the configured colour order and scale; best first."""
+    from robustlab.metrics import binary_scores
+    from robustlab.preprocess import require_libraries
+
+    pre = detector.spec.preprocessing
+    configured = PIL_ALIASES.get(pre.resize, pre.resize)
+    notes: list[str] = []
+    arrays: dict[ResizeMethod, np.ndarray] = {}
+    for method in RESIZE_CANDIDATES:
+        variant = dataclasses.replace(pre, resize=method)
+        try:
+            require_libraries(variant)
+        except RobustlabError:
+            notes.append(f"resize {method} not tried: OpenCV is not installed (pip install 'robustlab[cv2]')")
+            continue
+        got = data.load_arrays(detector.input_size, method=variant, indices=batch.idx, batch_size=batch_size)
+        if not np.array_equal(got.idx, batch.idx):  # another decoder would not differ: same rules, same files
+            raise RobustlabError(f"resize {method}: the sample's files changed while they were read", thing=data.root, fix="run inspect again when the files no longer change")
+        arrays[method] = got.x
+    base = arrays.get(configured, batch.x)
+    if all(np.array_equal(x, base) for x in arrays.values()):
+        notes.append("every resize backend gives the same pixels on this sample (no image needs resizing): the resize check cannot tell them apart")
+        return [], notes
+    rows = []
+    for method, x in arrays.items():
+        s = detector.scores_float(x.astype(np.float32) / np.float32(255.0), batch_size)
+        m = binary_scores(y, s, threshold=detector.threshold)
+        diff = int(np.abs(x.astype(np.int16) - base.astype(np.int16)).max())
+        rows.append(ResizeScore(str(method), float(m["accuracy"]), m["auc"], method is configured, diff))
+    rows.sort(key=lambda r: (-r.accuracy, -(r.auc if r.auc is not None else 0.0), not r.configured))
+    return rows, notes
+
+
+@dataclass
+class SkewReport:
+    """The result of :func:`skew_report`: one sample through the training and the serving pipeline.
+
+    ``images`` holds one dict per image (``path``, ``label`` 0/1 with the detector's positive as 1,
+    ``training`` and ``serving`` scores, ``diff`` = serving - training, ``flipped``), largest
+    ``|diff|`` first; ``max_pixel_diff`` compares the two pipelines' input images (0-255 levels).
+    """
+
+    n: int
+    counts: dict[str, int]
+    training: dict[str, Any]
+    serving: dict[str, Any]
+    training_accuracy: float
+    serving_accuracy: float
+    training_auc: float | None
+    serving_auc: float | None
+    flips: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    max_pixel_diff: int
+    images: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _pipeline(detector: Any) -> dict[str, Any]:
+    """What a detector's pipeline is, for a skew report: name, the preprocessing rules and libraries, colour, scale, threshold."""
+    return {"name": detector.name, "spec_file": str(detector.spec.source) if detector.spec.source else None, **detector.spec.preprocessing.describe(),
+            "color": str(detector.spec.color), "scale": str(detector.spec.scale), "threshold": detector.threshold}
+
+
+def skew_report(detector: Any, serving: Any, data: Any, *, sample: int = 200, seed: int = 0, batch_size: int = 32) -> SkewReport:
+    """Score a stratified, seeded sample of ``data`` through ``detector`` (its spec: the training
+    pipeline) and ``serving`` (a Detector with another spec, say the app's; often the same model).
+
+    Both must take the same input size and call the same class positive. An image that one
+    pipeline cannot decode is left out of both. Accuracy is at each pipeline's own threshold.
+    """
+    from robustlab.metrics import binary_scores
+
+    if tuple(serving.input_size) != tuple(detector.input_size) or serving.positive != detector.positive:
+        raise RobustlabError(
+            f"the serving pipeline takes {serving.input_size[0]}x{serving.input_size[1]} images with positive: {serving.positive}, "
+            f"the detector {detector.input_size[0]}x{detector.input_size[1]} with positive: {detector.positive}",
+            thing=serving.spec.source,
+            fix="a skew report compares two pipelines into the same model input: give the serving spec the same input_size and positive",
+        )
+    idx, y_all = _sample(detector, data, sample, seed)
+    train = data.load_arrays(detector.input_size, method=detector.spec.preprocessing, indices=idx, batch_size=batch_size)
+    serve = data.load_arrays(serving.input_size, method=serving.spec.preprocessing, indices=idx, batch_size=batch_size)
+    both = np.intersect1d(train.idx, serve.idx)
+    if len(both) == 0:
+        raise RobustlabError("no image of the sample could be read by both pipelines", thing=data.root, fix="check the files and the two specs' decode:")
+    xt = train.x[np.isin(train.idx, both)]
+    xs = serve.x[np.isin(serve.idx, both)]
+    y = y_all[both].astype(np.int64)
+    st = detector.scores_float(xt.astype(np.float32) / np.float32(255.0), batch_size)
+    ss = serving.scores_float(xs.astype(np.float32) / np.float32(255.0), batch_size)
+    mt = binary_scores(y, st, threshold=detector.threshold)
+    ms = binary_scores(y, ss, threshold=serving.threshold)
+    pt, ps = st >= detector.threshold, ss >= serving.threshold
+    diff = ss.astype(np.float64) - st.astype(np.float64)
+    images = [
+        {"path": data.paths[i], "label": int(y[k]), "training": float(st[k]), "serving": float(ss[k]), "diff": float(diff[k]), "flipped": bool(pt[k] != ps[k])}
+        for k, i in enumerate(both.tolist())
+    ]
+    images.sort(key=lambda r: (-abs(r["diff"]), r["path"]))
+    n_fake = int(data.labels[both].sum())
+    return SkewReport(
+        n=len(both),
+        counts={"real": len(both) - n_fake, "fake": n_fake},
+        training=_pipeline(detector),
+        serving=_pipeline(serving),
+        training_accuracy=float(mt["accuracy"]),
+        serving_accuracy=float(ms["accuracy"]),
+        training_auc=mt["auc"],
+        serving_auc=ms["auc"],
+        flips=int((pt != ps).sum()),
+        max_abs_diff=float(np.abs(diff).max()),
+        mean_abs_diff=float(np.abs(diff).mean()),
+        max_pixel_diff=int(np.abs(xt.astype(np.int16) - xs.astype(np.int16)).max()),
+        images=images,
+    )
+
+
+def serving_detector(detector: Any, serving: "str | os.PathLike", *, trust_model: bool = False) -> Any:
+    """The Detector for a serving spec: ``detector``'s own model under the serving spec when both
+    name the same files and the serving spec does not change what the model is (input size, output,
+    classes); otherwise loaded from the serving spec."""
+    from robustlab.detector.loading import load_detector
+    from robustlab.detector.spec import read_spec
+
+    spec = read_spec(serving)
+    base = detector.spec
+    same_model = (spec.model, spec.weights, spec.custom_objects, spec.label_encoder) == (base.model, base.weights, base.custom_objects, base.label_encoder)
+    same_io = spec.input_size in (None, tuple(detector.input_size)) and spec.output in (None, detector.output) and spec.classes in (None, tuple(detector.classes))
+    if same_model and same_io:
+        return dataclasses.replace(detector, spec=spec, _score_fn=None)
+    return load_detector(spec, trust_model=trust_model)
 
 
 def _warnings(check: PreprocessingCheck, detector: Any) -> list[str]:
@@ -116,6 +294,14 @@ def _warnings(check: PreprocessingCheck, detector: Any) -> list[str]:
             f"accuracy {pct(conf.accuracy)} and AUC {conf.auc:.3f} are below chance: the output's class order looks reversed; "
             f"try classes: {flipped} (now {list(detector.classes)})"
         )
+    if check.resize_rows:
+        best_r = check.resize_rows[0]
+        conf_r = next((r for r in check.resize_rows if r.configured), None)
+        if conf_r is not None and best_r is not conf_r and best_r.accuracy - conf_r.accuracy > margin - 1e-12:
+            out.append(
+                f"the configured resize ({conf_r.resize}) is not the best on this sample: {pct(conf_r.accuracy)} vs "
+                f"{pct(best_r.accuracy)} with {best_r.resize}; check resize: in the spec against the training pipeline (--resize {best_r.resize})"
+            )
     spread = check.rows[0].accuracy - check.rows[-1].accuracy
     if spread <= margin:
         out.append("every preprocessing scores the same on this sample: it cannot tell them apart (an untrained or constant model, or too few images)")
@@ -196,8 +382,12 @@ def inspect_detector(
     seed: int = 0,
     batch_size: int = 32,
     overrides: Mapping[str, Any] | None = None,
+    skew: "str | os.PathLike | None" = None,
 ) -> dict[str, Any]:
     """A report (plain dict, JSON-ready) on ``detector``; see the module docstring.
+
+    ``skew``: a serving pipeline's spec; with ``data``, the report gets a ``skew`` section
+    (:func:`skew_report`) comparing it with the detector's own (training) pipeline.
 
     The report has ``loaded`` False and ``error`` (one line) when the model cannot be loaded (say,
     a Lambda layer without ``trust_model``); what could be read without running anything is there.
@@ -213,7 +403,11 @@ def inspect_detector(
 
     overrides = dict(overrides or {})
     report: dict[str, Any] = {"detector": str(detector), "loaded": False}
+    if skew is not None and data is None:
+        raise RobustlabError("--skew needs DATA: the skew is measured on labelled images", thing=skew, fix="robustlab inspect DETECTOR DATA --skew SERVING.yaml")
     spec = read_spec(detector, overrides)
+    if skew is not None:
+        read_spec(skew)  # a bad serving spec fails in one line before any model is loaded
     report["spec_file"] = str(spec.source) if spec.source else None
     report["model"] = str(spec.model)
     try:
@@ -246,6 +440,10 @@ def inspect_detector(
     if dataset is not None:
         check = preprocessing_check(det, dataset, sample=sample, seed=seed, batch_size=batch_size)
         report["preprocessing_check"] = {"data": str(data) + (f" (split {split})" if split else ""), **check.to_dict()}
+        if skew is not None:
+            serving = serving_detector(det, skew, trust_model=trust_model)
+            skewed = skew_report(det, serving, dataset, sample=sample, seed=seed, batch_size=batch_size)
+            report["skew"] = {"data": report["preprocessing_check"]["data"], **skewed.to_dict()}
     return report
 
 
@@ -326,9 +524,43 @@ def format_report(report: Mapping[str, Any]) -> str:
             auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
             tag = "  <- configured" if r["configured"] else ""
             lines.append(f"  {r['color']:<6}{r['scale']:<10}{pct(r['accuracy']):>9}{auc:>8}{tag}")
+        if check.get("resize_rows"):
+            lines.append(f"  {'resize':<16}{'accuracy':>9}{'AUC':>8}{'max pixel diff':>16}")
+            for r in check["resize_rows"]:
+                auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
+                tag = "  <- configured" if r["configured"] else ""
+                lines.append(f"  {r['resize']:<16}{pct(r['accuracy']):>9}{auc:>8}{r['max_pixel_diff']:>16}{tag}")
+        for note in check.get("notes", []):
+            lines.append(f"note: {note}")
         for w in check["warnings"]:
             lines.append(f"warning: {w}")
+    skew = report.get("skew")
+    if skew:
+        lines.extend(format_skew(skew))
     return "\n".join(lines) + "\n"
+
+
+def _pipeline_text(p: Mapping[str, Any]) -> str:
+    return f"{p['name']}: decode {p['decode']} (alpha {p['alpha']}, 16-bit {p['bit16']}, EXIF {p['exif']}), resize {p['resize']}, {p['color']}, scale {p['scale']}, threshold {p['threshold']:g} [{p['libraries']}]"
+
+
+def format_skew(skew: Mapping[str, Any], top: int = 10) -> list[str]:
+    """The human lines of a skew report (:class:`SkewReport` as a dict)."""
+    c = skew["counts"]
+    auc = {k: "n/a" if skew[f"{k}_auc"] is None else f"{skew[f'{k}_auc']:.3f}" for k in ("training", "serving")}
+    lines = [
+        f"train/serve skew on {skew['n']} images of {skew['data']} ({c['real']} real, {c['fake']} fake):",
+        f"  training  {_pipeline_text(skew['training'])}",
+        f"  serving   {_pipeline_text(skew['serving'])}",
+        f"  accuracy  {pct(skew['training_accuracy'])} training, {pct(skew['serving_accuracy'])} serving (AUC {auc['training']} / {auc['serving']})",
+        f"  decisions {skew['flips']} of {skew['n']} flip; score difference max {skew['max_abs_diff']:.4g}, mean {skew['mean_abs_diff']:.4g}; input pixels differ by up to {skew['max_pixel_diff']} levels",
+    ]
+    shown = [r for r in skew["images"][:top] if r["diff"] != 0.0]
+    if shown:
+        lines.append(f"  {'image':<40}{'label':>6}{'training':>10}{'serving':>10}{'diff':>9}")
+        for r in shown:
+            lines.append(f"  {r['path'][-40:]:<40}{r['label']:>6}{r['training']:>10.4f}{r['serving']:>10.4f}{r['diff']:>+9.4f}" + ("  flipped" if r["flipped"] else ""))
+    return lines
 
 
 def report_path_safe(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A detector spec: how a model was trained (input size, resize, colour order, scale, output, classes, threshold), read from YAML or a bare model path.
+"""A detector spec: how a model was trained (input size, decoding and resize, colour order, scale, output, classes, threshold), read from YAML or a bare model path.
 """
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from robustlab.enums import ColorOrder, OutputKind, ResizeMethod, Scale
+from robustlab.enums import AlphaRule, Bit16Rule, ColorOrder, Decoder, ExifRule, OutputKind, ResizeMethod, Scale
 from robustlab.errors import RobustlabError
+from robustlab.preprocess import Preprocessing, make_preprocessing
 from robustlab.yamlfile import guard_yaml
 
 SPEC_KEYS = (
@@ -22,6 +23,10 @@ SPEC_KEYS = (
     "weights",
     "input_size",
     "resize",
+    "decode",
+    "alpha",
+    "bit16",
+    "exif",
     "color",
     "scale",
     "output",
@@ -50,6 +55,10 @@ class DetectorSpec:
     weights: Path | None = None
     input_size: tuple[int, int] | None = None
     resize: ResizeMethod = ResizeMethod.BILINEAR
+    decode: Decoder = Decoder.PIL
+    alpha: AlphaRule = AlphaRule.WHITE
+    bit16: Bit16Rule = Bit16Rule.SCALE
+    exif: ExifRule = ExifRule.APPLY
     color: ColorOrder = ColorOrder.RGB
     scale: Scale = DEFAULT_SCALE
     output: OutputKind | None = None
@@ -60,6 +69,11 @@ class DetectorSpec:
     custom_objects: tuple[tuple[str, str], ...] = ()
     source: Path | None = None  # the YAML file this came from, if any
     said: tuple[str, ...] = field(default=(), compare=False)  # keys given explicitly
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How a file becomes this detector's input image: decoder, alpha / 16-bit / EXIF rules, resize."""
+        return Preprocessing(self.resize, self.decode, self.alpha, self.bit16, self.exif)
 
     def to_dict(self, *, relative_to: Path | None = None) -> dict[str, Any]:
         """Plain dict in the YAML layout (paths relative to ``relative_to`` when given)."""
@@ -80,6 +94,10 @@ class DetectorSpec:
             "weights": p(self.weights),
             "input_size": list(self.input_size) if self.input_size else None,
             "resize": str(self.resize),
+            "decode": str(self.decode),
+            "alpha": str(self.alpha),
+            "bit16": str(self.bit16),
+            "exif": str(self.exif),
             "color": str(self.color),
             "scale": str(self.scale),
             "output": str(self.output) if self.output else None,
@@ -212,12 +230,17 @@ def make_spec(values: Mapping[str, Any], *, base_dir: Path | None = None, source
     custom_objects = tuple(sorted((_text(k, "custom_objects name", thing), _text(v, f"custom_objects {k}", thing)) for k, v in custom.items()))
     output = values.get("output")
     name = values.get("name")
+    pre = make_preprocessing(*(_word(values, k, thing) for k in ("resize", "decode", "alpha", "bit16", "exif")), thing=thing)
     return DetectorSpec(
         model=model,
         name=_text(name, "name", thing) if name not in (None, "") else model.stem,
         weights=path("weights"),
         input_size=_parse_input_size(values.get("input_size"), thing),
-        resize=ResizeMethod.parse(_word(values, "resize", thing) or "bilinear", what="resize method", thing=thing),
+        resize=pre.resize,
+        decode=pre.decode,
+        alpha=pre.alpha,
+        bit16=pre.bit16,
+        exif=pre.exif,
         color=ColorOrder.parse(_word(values, "color", thing) or "rgb", what="color order", thing=thing),
         scale=Scale.parse(_word(values, "scale", thing) or DEFAULT_SCALE, what="scale", thing=thing),
         output=None if output in (None, "") else OutputKind.parse(_word(values, "output", thing), what="output kind", thing=thing),

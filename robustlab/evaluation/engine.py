@@ -120,7 +120,7 @@ def _stream(detector: Detector, data: Dataset, variants: Sequence[Variant], subs
     in_subset[subset] = True
     accs = [_Accumulator(v) for v in variants]
     clean = _Accumulator(None)  # type: ignore[arg-type]
-    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size, positive=detector.positive)
+    batches = data.batches(detector.input_size, method=detector.spec.preprocessing, batch_size=batch_size, positive=detector.positive)
     for bno, batch in enumerate(batch_progress(batches, len(data), f"evaluating {len(data)} images", progress)):
         if len(batch.idx) == 0:
             continue

@@ -34,7 +34,7 @@ def validation_scores(detector: "Detector", data: "Dataset", *, batch_size: int 
     from robustlab.progress import batch_progress
 
     ys, ss = [], []
-    batches = data.batches(detector.input_size, method=detector.spec.resize, batch_size=batch_size, positive=detector.positive)
+    batches = data.batches(detector.input_size, method=detector.spec.preprocessing, batch_size=batch_size, positive=detector.positive)
     for b in batch_progress(batches, len(data), f"scoring {len(data)} validation images", progress):
         ys.append(b.y)
         ss.append(detector.scores(b.x))

@@ -359,7 +359,7 @@ class _Session:
             return None
         fraction = min(1.0, config.guard_size / len(val_set))
         idx = stratified_subset(val_set.labels_for(self.det.positive), fraction, config.seed)
-        batch = val_set.load_arrays(self.det.input_size, method=self.det.spec.resize, indices=idx, batch_size=config.batch_size, positive=self.det.positive)
+        batch = val_set.load_arrays(self.det.input_size, method=self.det.spec.preprocessing, indices=idx, batch_size=config.batch_size, positive=self.det.positive)
         return batch if len(batch.idx) else None
 
     def guard(self) -> dict[str, float] | None:
@@ -379,7 +379,7 @@ class _Session:
         """VAL loss and accuracy, clean and under the training attack (seeded per batch)."""
         det, config = self.det, self.config
         v_loss = v_corr = a_loss = a_corr = v_n = 0.0
-        for vb_no, vb in enumerate(self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size, positive=det.positive)):
+        for vb_no, vb in enumerate(self.val_set.batches(det.input_size, method=det.spec.preprocessing, batch_size=config.batch_size, positive=det.positive)):
             if len(vb.idx) == 0:
                 continue
             y = vb.y.astype(np.int32)
@@ -457,7 +457,7 @@ class _Session:
         for layer, flag in self.original_flags:
             layer.trainable = flag
         scores, labels = [], []
-        for vb in self.val_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size, positive=det.positive):
+        for vb in self.val_set.batches(det.input_size, method=det.spec.preprocessing, batch_size=config.batch_size, positive=det.positive):
             if len(vb.idx):
                 scores.append(det.scores(vb.x))
                 labels.append(vb.y)
@@ -485,6 +485,10 @@ def _new_spec(det: Any, threshold: float, name: str) -> dict[str, Any]:
         "model": "model.keras",
         "input_size": list(det.input_size),
         "resize": str(spec.resize),
+        "decode": str(spec.decode),
+        "alpha": str(spec.alpha),
+        "bit16": str(spec.bit16),
+        "exif": str(spec.exif),
         "color": str(spec.color),
         "scale": str(spec.scale),
         "output": str(det.output),

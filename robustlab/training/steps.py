@@ -150,7 +150,7 @@ class TrainingSteps:
         positive = det.positive
         order = np.random.default_rng([config.seed, 1, epoch]).permutation(len(train_set))
         loss_sum = correct = n_seen = n_adv = 0.0
-        batches = train_set.batches(det.input_size, method=det.spec.resize, batch_size=config.batch_size, indices=order, positive=positive)
+        batches = train_set.batches(det.input_size, method=det.spec.preprocessing, batch_size=config.batch_size, indices=order, positive=positive)
         from robustlab.progress import batch_progress
 
         for step, batch in enumerate(batch_progress(batches, len(train_set), f"epoch {epoch}/{config.epochs}", progress)):
