@@ -457,6 +457,26 @@ def _flow(value: Any) -> str:
     return f'"{text}"' if text[:1] in "-0123456789" and not text.replace(".", "").isdigit() else text
 
 
+def _format_check(check: Mapping[str, Any]) -> list[str]:
+    """The preprocessing check's lines: colour x scale, then the resize backends, notes, warnings."""
+    c = check["counts"]
+    lines = [f"preprocessing check on {check['n']} images of {check['data']} ({c['real']} real, {c['fake']} fake), threshold {check['threshold']:g}:"]
+    lines.append(f"  {'color':<6}{'scale':<10}{'accuracy':>9}{'AUC':>8}")
+    for r in check["rows"]:
+        auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
+        tag = "  <- configured" if r["configured"] else ""
+        lines.append(f"  {r['color']:<6}{r['scale']:<10}{pct(r['accuracy']):>9}{auc:>8}{tag}")
+    if check.get("resize_rows"):
+        lines.append(f"  {'resize':<16}{'accuracy':>9}{'AUC':>8}{'max pixel diff':>16}")
+        for r in check["resize_rows"]:
+            auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
+            tag = "  <- configured" if r["configured"] else ""
+            lines.append(f"  {r['resize']:<16}{pct(r['accuracy']):>9}{auc:>8}{r['max_pixel_diff']:>16}{tag}")
+    lines.extend(f"note: {note}" for note in check.get("notes", []))
+    lines.extend(f"warning: {w}" for w in check["warnings"])
+    return lines
+
+
 def format_report(report: Mapping[str, Any]) -> str:
     """The human text of an :func:`inspect_detector` report."""
     lines: list[str] = []
@@ -517,23 +537,7 @@ def format_report(report: Mapping[str, Any]) -> str:
         lines.append(f"  {k}: {v}")
     check = report.get("preprocessing_check")
     if check:
-        c = check["counts"]
-        lines.append(f"preprocessing check on {check['n']} images of {check['data']} ({c['real']} real, {c['fake']} fake), threshold {check['threshold']:g}:")
-        lines.append(f"  {'color':<6}{'scale':<10}{'accuracy':>9}{'AUC':>8}")
-        for r in check["rows"]:
-            auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
-            tag = "  <- configured" if r["configured"] else ""
-            lines.append(f"  {r['color']:<6}{r['scale']:<10}{pct(r['accuracy']):>9}{auc:>8}{tag}")
-        if check.get("resize_rows"):
-            lines.append(f"  {'resize':<16}{'accuracy':>9}{'AUC':>8}{'max pixel diff':>16}")
-            for r in check["resize_rows"]:
-                auc = "n/a" if r["auc"] is None else f"{r['auc']:.3f}"
-                tag = "  <- configured" if r["configured"] else ""
-                lines.append(f"  {r['resize']:<16}{pct(r['accuracy']):>9}{auc:>8}{r['max_pixel_diff']:>16}{tag}")
-        for note in check.get("notes", []):
-            lines.append(f"note: {note}")
-        for w in check["warnings"]:
-            lines.append(f"warning: {w}")
+        lines.extend(_format_check(check))
     skew = report.get("skew")
     if skew:
         lines.extend(format_skew(skew))
