@@ -21,6 +21,7 @@ from robustlab.attacks.spec import BLACK_BOX, AttackMethod, AttackSpec, Loss
 from robustlab.errors import RobustlabError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from robustlab.attacks.eot import EOT
     from robustlab.detector.model import Detector
 
 # --------------------------------------------------------------------------- ART plumbing
@@ -155,14 +156,55 @@ def _compiled_class(base: type) -> type:
                 return g, tf.reduce_all(tf.equal(g, 0.0), axis=[1, 2, 3])
 
             self._gradient = gradient
+            self._model = model
+            self._loss_object = loss_object
+            self._signature = signature
+            self._eot_gradients: dict[Any, Any] = {}
             self.zero_gradient: np.ndarray | None = None
+            self.eot: "tuple[EOT, np.random.Generator] | None" = None  # set by run_attack for an EOT attack
             self.gradient_seconds = 0.0  # time spent in the compiled gradient (for the stage timings)
+
+        def _eot_gradient(self, chain: Any) -> Any:
+            """The compiled gradient of the loss through ``chain`` (one draw), cached per chain."""
+            fn = self._eot_gradients.get(chain)
+            if fn is None:
+                model, loss_object = self._model, self._loss_object
+
+                def gradient(x: Any, y: Any, *params: Any) -> Any:
+                    with tf.GradientTape() as tape:
+                        tape.watch(x)
+                        loss = loss_object(y, model(chain.tf_apply(x, params), training=False))
+                    g = tape.gradient(loss, x)
+                    if g is None:
+                        raise _NoGradient("no gradient flows from the detector's output back to the input image")
+                    return g
+
+                fn = tf.function(gradient, input_signature=[*self._signature, *chain.tf_signature()], reduce_retracing=True, autograph=False)
+                self._eot_gradients[chain] = fn
+            return fn
+
+        def _expected_gradient(self, x: Any, y: Any) -> tuple[Any, Any]:
+            """EOT: the mean over ``samples`` seeded draws of the chain of the loss gradient
+            (float32 (N, H, W, 3)), and per image whether it is exactly zero."""
+            eot, rng = self.eot
+            fn = self._eot_gradient(eot.chain)
+            n = int(x.shape[0])
+            total = None
+            for _ in range(int(eot.samples)):
+                params = [tf.constant(p) for p in eot.chain.draw_tf(rng, n)]
+                g = fn(x, y, *params)
+                total = g if total is None else total + g
+            g = total / float(eot.samples)
+            return g, tf.reduce_all(tf.equal(g, 0.0), axis=[1, 2, 3])
 
         def loss_gradient(self, x: Any, y: Any, training_mode: bool = False, **kwargs: Any) -> Any:
             if training_mode:
                 return super().loss_gradient(x, y, training_mode=training_mode, **kwargs)
             t = time.perf_counter()
-            g, zero = self._gradient(tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32))
+            if self.eot is not None:
+                g, zero = self._expected_gradient(tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32))
+            else:
+                g, zero = self._gradient(tf.convert_to_tensor(x, tf.float32), tf.convert_to_tensor(y, tf.float32))
             if self.zero_gradient is not None:
                 z = zero.numpy()
                 if z.shape == self.zero_gradient.shape:
@@ -429,7 +471,8 @@ def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: A
     seeds the attack's randomness (PGD's and APGD's random start, Square's squares: ART draws them
     from numpy's and Python's global generators, which are seeded from ``rng`` for the call and
     restored afterwards; HopSkipJump's starting points come from ``rng`` itself), so the same seed
-    gives the same bytes. White-box attacks (fgsm, pgd, apgd) use the compiled gradient; square
+    gives the same bytes. White-box attacks (fgsm, pgd, apgd) use the compiled gradient (with
+    ``spec.eot``: its mean over seeded draws of the laundering chain, from ``rng``); square
     and hsj only the detector's outputs (their queries are counted).
     Returns an :class:`AttackResult` (with the success check's scores and the time per stage).
     """
@@ -466,6 +509,8 @@ def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: A
     if white:
         clf.zero_gradient = np.ones(len(x), dtype=bool)
         clf.gradient_seconds = 0.0
+        if spec.eot is not None:  # the EOT draws: their own stream of the attack's rng
+            clf.eot = (spec.eot, np.random.default_rng(int(rng.integers(0, 2**63, dtype=np.uint64))))
     else:
         clf.counter.seconds = 0.0
     t0 = time.perf_counter()
@@ -479,6 +524,7 @@ def run_attack(detector: "Detector", x_uint8: np.ndarray, y: np.ndarray, spec: A
     finally:
         if white:
             clf.zero_gradient = None
+            clf.eot = None
         np.random.set_state(state)
         random.setstate(py_state)
     t1 = time.perf_counter()

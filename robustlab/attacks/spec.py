@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from robustlab.attacks.eot import EOT
 from robustlab.enums import StrEnum
 from robustlab.errors import RobustlabError
 
@@ -117,6 +118,7 @@ class AttackSpec:
     queries: int = None  # type: ignore[assignment]  # None: the method's default (square, hsj)
     restarts: int = None  # type: ignore[assignment]  # None: 1 for APGD
     direction: Direction = Direction.BOTH
+    eot: EOT | None = None  # fgsm / pgd / apgd: average each gradient over draws of a laundering chain
 
     def __post_init__(self) -> None:
         method = AttackMethod.parse(self.method, what="attack")
@@ -129,7 +131,7 @@ class AttackSpec:
         if self.eps is not None:
             set_(self, "eps", check_eps(self.eps))
         own = _OPTIONS[method]
-        given = {"steps": self.steps, "step": self.step, "random_start": self.random_start, "loss": self.loss, "queries": self.queries, "restarts": self.restarts}
+        given = {"steps": self.steps, "step": self.step, "random_start": self.random_start, "loss": self.loss, "queries": self.queries, "restarts": self.restarts, "eot": self.eot}
         if method is AttackMethod.FGSM:  # one step without a random start is what FGSM is
             given["steps"] = None if self.steps == 1 else self.steps
             given["random_start"] = None if self.random_start is False else self.random_start
@@ -197,6 +199,8 @@ class AttackSpec:
             parts.append("random_start=false")
         if self.direction is not Direction.BOTH:
             parts.append(f"direction={self.direction.value}")
+        if self.eot is not None:
+            parts.append(self.eot.param)
         return ",".join(parts)
 
     @property
@@ -228,6 +232,8 @@ class AttackSpec:
             out["restarts"] = self.restarts
         if self.queries is not None:
             out["queries"] = self.queries
+        if self.eot is not None:
+            out["eot"] = {"chain": self.eot.chain.text, "samples": int(self.eot.samples), "jpeg_gradient": "straight-through (BPDA)"}
         return out
 
     def title(self) -> str:
@@ -274,12 +280,12 @@ def parse_attack_fraction(text: "str | float", *, what: str = "fraction") -> flo
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 _OPTIONS = {
-    AttackMethod.FGSM: ("eps", "norm", "direction"),
-    AttackMethod.PGD: ("eps", "norm", "steps", "step", "random_start", "direction"),
-    AttackMethod.APGD: ("eps", "norm", "steps", "loss", "restarts", "direction"),
-    AttackMethod.SQUARE: ("eps", "norm", "queries", "direction"),
-    AttackMethod.HSJ: ("eps", "norm", "queries", "direction"),
-    AttackMethod.AUTO: ("eps", "norm", "steps", "queries", "restarts", "direction"),
+    AttackMethod.FGSM: ("eps", "norm", "direction", "eot", "samples", "launder"),
+    AttackMethod.PGD: ("eps", "norm", "steps", "step", "random_start", "direction", "eot", "samples", "launder"),
+    AttackMethod.APGD: ("eps", "norm", "steps", "loss", "restarts", "direction", "eot", "samples", "launder"),
+    AttackMethod.SQUARE: ("eps", "norm", "queries", "direction", "launder"),
+    AttackMethod.HSJ: ("eps", "norm", "queries", "direction", "launder"),
+    AttackMethod.AUTO: ("eps", "norm", "steps", "queries", "restarts", "direction", "launder"),
 }
 
 ZERO_GRADIENT_WARN = 0.10  # warn when this share of images had an exactly zero gradient throughout

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from robustlab.attacks.art_backend import run_attack
+from robustlab.attacks.eot import CHAIN_EXAMPLE, EOT, Chain, parse_chain
 from robustlab.attacks.spec import (
     _FALSE,
     _OPTIONS,
@@ -41,14 +42,21 @@ def make_attacks(
     queries: int | None = None,
     restarts: int | None = None,
     direction: "str | Direction" = Direction.BOTH,
+    eot: "str | Chain | None" = None,
+    samples: int | None = None,
+    launder: "str | Chain | None" = None,
 ) -> list[Any]:
     """One variant per eps value (an :class:`AttackVariant`, or an
     :class:`robustlab.attacks.cascade.AutoVariant` for ``auto``); every value checked
-    (RobustlabError, exit 2). ``hsj`` alone may have no eps (one unbounded variant)."""
+    (RobustlabError, exit 2). ``hsj`` alone may have no eps (one unbounded variant).
+
+    ``eot`` (fgsm / pgd / apgd): a laundering chain (``jpeg:50-95+resize:0.5-1.0``) each gradient
+    is averaged over, ``samples`` draws (default 8). ``launder``: a chain applied with Pillow to
+    the delivered images, as a second variant per eps (a :class:`LaunderedVariant`)."""
     m = AttackMethod.parse(method, what="attack")
     n = Norm.from_text(norm)
     d = Direction.parse(direction, what="direction")
-    options = {"steps": steps, "step": step, "random_start": random_start, "loss": loss, "queries": queries, "restarts": restarts}
+    options = {"steps": steps, "step": step, "random_start": random_start, "loss": loss, "queries": queries, "restarts": restarts, "eot": eot, "samples": samples, "launder": launder}
     given = [name for name, v in options.items() if v is not None and name not in _OPTIONS[m]]
     if given:
         hint = "these are PGD options; use pgd for an iterative attack" if m is AttackMethod.FGSM else f"{m.value} takes: {', '.join(_OPTIONS[m])}"
@@ -57,15 +65,22 @@ def make_attacks(
         raise RobustlabError("no eps given", thing=m.value, fix=f"write e.g. {m.value}:eps=8/255")
     values: list[float | None] = [parse_eps(e) for e in eps] or [None]
     step_value = None if step is None else parse_eps(step, what="step")
+    if samples is not None and eot is None:
+        raise RobustlabError("samples= is the number of EOT draws and needs eot=", thing=m.value, fix=f"add eot={CHAIN_EXAMPLE}, or drop samples=")
+    eot_value = None if eot is None else EOT(eot if isinstance(eot, Chain) else parse_chain(eot, what="eot"), 8 if samples is None else samples)
+    launder_chain = None if launder is None else (launder if isinstance(launder, Chain) else parse_chain(launder, what="launder"))
     out: list[Any] = []
     for e in values:
-        spec = AttackSpec(m, e, n, steps=steps, step=step_value, random_start=random_start, loss=loss, queries=queries, restarts=restarts, direction=d)
+        spec = AttackSpec(m, e, n, steps=steps, step=step_value, random_start=random_start, loss=loss, queries=queries, restarts=restarts, direction=d, eot=eot_value)
         if m is AttackMethod.AUTO:
             from robustlab.attacks.cascade import AutoVariant
 
-            out.append(AutoVariant(spec))
+            attack: Any = AutoVariant(spec)
         else:
-            out.append(AttackVariant(spec))
+            attack = AttackVariant(spec)
+        out.append(attack)
+        if launder_chain is not None:
+            out.append(LaunderedVariant(attack, launder_chain))
     return out
 
 
@@ -86,7 +101,9 @@ def parse_attack(text: str) -> list[Any]:
     (one variant per eps). Every method takes ``eps``, ``norm`` and ``direction``
     (``evade|frame|both``); PGD also ``steps``, ``step`` and ``random_start``; APGD ``steps``,
     ``loss`` (``ce|margin``) and ``restarts``; ``square`` and ``hsj`` ``queries`` (``hsj`` needs
-    no eps); ``auto`` ``steps``, ``queries`` and ``restarts`` (its stages' budgets). Unknown names,
+    no eps); ``auto`` ``steps``, ``queries`` and ``restarts`` (its stages' budgets). fgsm, pgd and
+    apgd take ``eot=jpeg:50-95+resize:0.5-1.0,samples=8`` (gradients averaged over the chain);
+    every method ``launder=CHAIN`` (a second variant: the delivered images laundered). Unknown names,
     eps outside (0, 1] and bad values raise a RobustlabError.
     """
     raw = str(text).strip()
@@ -125,7 +142,7 @@ def parse_attack(text: str) -> list[Any]:
             if r not in _TRUE | _FALSE:
                 raise RobustlabError(f"random_start={r!r} is not true or false", fix="write random_start=true or random_start=false")
             random_start = r in _TRUE
-        examples = {"steps": "10", "queries": "5000", "restarts": "1"}
+        examples = {"steps": "10", "queries": "5000", "restarts": "1", "samples": "8"}
         whole = {k: _whole(k, one[k], examples[k]) for k in examples if k in one}
         return make_attacks(
             method,
@@ -135,6 +152,8 @@ def parse_attack(text: str) -> list[Any]:
             random_start=random_start,
             loss=one.get("loss"),
             direction=one.get("direction", "both"),
+            eot=one.get("eot"),
+            launder=one.get("launder"),
             **whole,
         )
     except RobustlabError as exc:
@@ -237,3 +256,70 @@ def result_extras(r: Any) -> dict[str, np.ndarray]:
     if r.queries is not None:
         extras["queries"] = r.queries
     return extras
+
+
+@dataclass(frozen=True)
+class LaunderedVariant:
+    """"Attack then launder": ``attack`` (an :class:`AttackVariant` or ``AutoVariant``) delivers its
+    images, then the real Pillow ``chain`` (:meth:`robustlab.attacks.eot.Chain.launder`, parameters
+    drawn per image) is applied to them, as a platform would on upload. Its rows are the attack's
+    ``variant`` with ``laundered=CHAIN`` added to the ``param``; ``success`` is measured after
+    laundering. The attack runs again for this variant with a generator spawned from its own
+    ``rng`` (same seed, same bytes), so its delivered images are a fresh seeded draw of the attack.
+    """
+
+    attack: Any
+    chain: Chain
+
+    @property
+    def kind(self) -> SetKind:
+        return SetKind.ADVERSARIAL
+
+    @property
+    def variant(self) -> str:
+        return self.attack.variant
+
+    @property
+    def param(self) -> str:
+        return f"{self.attack.param},laundered={self.chain.text}"
+
+    @property
+    def spec(self) -> AttackSpec:
+        return self.attack.spec
+
+    def selects(self, y_fake: np.ndarray) -> np.ndarray:
+        """bool (B,): the images the wrapped attack runs on."""
+        return self.attack.selects(y_fake)
+
+    def apply(self, detector: "Detector", x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> Delivery:
+        """uint8 (B, H, W, 3) clean images, positive-class labels -> the attack's delivered images,
+        laundered (uint8 (B, H, W, 3)); ``success`` is the detector being wrong on them."""
+        import time
+
+        from robustlab.metrics import predict
+
+        attack_rng, launder_rng = rng.spawn(2)
+        d = self.attack.apply(detector, x, y, attack_rng)
+        t = time.perf_counter()
+        images = self.chain.launder(d.images, launder_rng)
+        laundered = time.perf_counter() - t
+        scores = detector.scores(images)
+        extras = {k: v for k, v in d.extras.items() if k not in ("success", "psnr", "ssim")}
+        extras["success"] = predict(scores, detector.threshold) != np.asarray(y).reshape(-1)
+        if "success" in d.extras:
+            extras["delivered_success"] = np.asarray(d.extras["success"], bool)
+        seconds = {**d.seconds, "launder": laundered}
+        return Delivery(images, scores, extras, seconds)
+
+    def summary(self, outcome: "VariantOutcome") -> dict[str, Any]:
+        """The totals of :meth:`AttackVariant.summary` after laundering, plus the laundering chain and
+        the share of images the attack fooled before laundering."""
+        out = {"variant": self.variant, "param": self.param, "spec": {**self.spec.describe(), "laundered": self.chain.text}, **attack_totals(outcome)}
+        before = outcome.extras.get("delivered_success")
+        if before is not None and len(before):
+            out["success_before_laundering"] = float(np.mean(before))
+        return out
+
+    def diagnostics(self, outcome: "VariantOutcome", threshold: float) -> list[str]:
+        """None of its own: the attack's own row carries the attack's warnings."""
+        return []
