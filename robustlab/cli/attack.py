@@ -36,6 +36,7 @@ from robustlab.cli.common import (
 @click.option("--direction", type=click.Choice(["both", "evade", "frame"]), default="both", show_default=True, help="evade: attack only fakes (make them pass as real); frame: only real photos; both.")
 @click.option("--fraction", default="1", show_default=True, metavar="F", help="Share of the set to attack, in (0, 1]: a stratified, seeded subset (recorded in predictions.csv).")
 @click.option("--sanity", is_flag=True, help="Also run a large-eps PGD (64/255, 20 steps) that must drive accuracy near zero; says so when it does not.")
+@click.option("--min-eps", is_flag=True, help="Also find each attacked image's minimal eps (8 bisection steps in (0, largest --eps]): RUN/min_eps.csv, plots/min_eps.png, median per class in metrics.md.")
 @click.option("--save-images/--no-save-images", default=True, show_default=True, help="Save the delivered adversarial images as PNG under RUN/adversarial/.")
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/attack-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
@@ -48,6 +49,7 @@ robustlab attack detector.yaml data/test --method fgsm --eps 0.05 --fraction 0.3
 robustlab attack detector.yaml data --split test --eps 1/255,4/255,8/255 --out runs/fgsm-sweep
 robustlab attack detector.yaml data --split test --method fgsm --method pgd --eps 8/255 --steps 20 --sanity --out runs/pgd
 robustlab attack detector.yaml data --split test --method auto --eps 8/255 --direction evade --fraction 0.3 --out runs/auto
+robustlab attack detector.yaml data --split test --method pgd --eps 16/255 --min-eps --fraction 0.2 --out runs/min-eps
 robustlab evaluate detector.yaml runs/fgsm/adversarial      # the saved set is itself a DATA folder
 """
 )
@@ -68,6 +70,7 @@ def command(
     direction: str,
     fraction: str,
     sanity: bool,
+    min_eps: bool,
     save_images: bool,
     out: str | None,
     force: bool,
@@ -106,6 +109,7 @@ def command(
         fraction=fraction,
         sanity=sanity,
         save_images=save_images,
+        min_eps=min_eps,
         out=out or default_run_dir("attack", Path(detector).stem),
         split=split,
         classes=class_map,

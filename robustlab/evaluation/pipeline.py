@@ -52,6 +52,7 @@ class AdversarialOutput:
     unless ``save_images`` is off, and always the per-image table ``RUN/attacks.csv``."""
 
     save_images: bool = True
+    min_eps: int = 0  # --min-eps: bisection steps of the minimal perturbation per image (0: off)
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,8 @@ def plan_evaluation(
         fraction_used = config["attack_fraction"] = fraction
     if adversarial is not None:
         config.update({"fraction": fraction_used, "sanity": sanity, "save_images": adversarial.save_images})
+        if adversarial.min_eps:
+            config["min_eps"] = {"bisections": adversarial.min_eps}
     variants = _merge_variants(attack_variants, corruption_variants, suite_variants)
     for v in variants:  # a corruption needs images of a minimum size
         if hasattr(v, "check_input_size"):
@@ -284,6 +287,12 @@ def run(plan: EvaluationPlan, *, log: Log = _quiet) -> EvaluationRun:
 
             writer = AdversarialWriter(folder.path("adversarial"), plan.data, plan.variants, table=folder.path("attacks.csv"), save_images=plan.adversarial.save_images)
             hooks.append(writer)
+        min_eps = None
+        if plan.adversarial is not None and plan.adversarial.min_eps:
+            from robustlab.attacks.min_eps import MinEpsHook
+
+            min_eps = MinEpsHook(plan.detector, MinEpsHook.largest_per_method(plan.variants), seed=plan.seed, bisections=plan.adversarial.min_eps)
+            hooks.append(min_eps)
         result = _engine(plan, selection, hooks=hooks)
         sanity = _sanity(plan)
         result = _with_sanity(result, sanity)
@@ -291,7 +300,8 @@ def run(plan: EvaluationPlan, *, log: Log = _quiet) -> EvaluationRun:
             result = replace(result, info=replace(result.info, demo=dict(plan.demo)))
         if writer is not None:
             result = replace(result, info=replace(result.info, adversarial_images=writer.summary()))
-        written = write_run_folder(folder, result, plan.data, examples=examples, plan=plan.report)
+        sections = [] if min_eps is None else [min_eps.write(folder, plan.data)]
+        written = write_run_folder(folder, result, plan.data, examples=examples, plan=plan.report, sections=sections)
     return EvaluationRun(written.result, written.markdown, written.report, sanity)
 
 
@@ -363,6 +373,7 @@ def run_attacks(
     fraction: "str | float" = 1.0,
     sanity: bool = False,
     save_images: bool = True,
+    min_eps: bool = False,
     log: Log = _quiet,
     **options: Any,
 ) -> EvaluationRun:
@@ -371,7 +382,9 @@ def run_attacks(
     with ``RUN/attacks.csv``, and the clean / adversarial / mixed tables. Each method takes the
     options it has (``steps`` for pgd / apgd / auto, ``loss`` and ``restarts`` for apgd, ``queries``
     for square / hsj / auto...); an option no given method takes is refused. ``options`` as for
-    :func:`plan_evaluation` (``out``, ``split``, ``classes``, ``trust_model``, ``overrides``, ``seed``...)."""
+    :func:`plan_evaluation` (``out``, ``split``, ``classes``, ``trust_model``, ``overrides``, ``seed``...).
+    ``min_eps``: also bisect each attacked image's minimal eps in (0, largest eps] per method
+    (:mod:`robustlab.attacks.min_eps`: ``RUN/min_eps.csv``, ``plots/min_eps.png``, a metrics.md section)."""
     from robustlab.attacks.spec import _OPTIONS, AttackMethod, parse_attack_fraction
     from robustlab.attacks.variant import make_attacks
 
@@ -388,7 +401,13 @@ def run_attacks(
     for m in names:
         opts = {k: v for k, v in flags.items() if v is not None and k in _OPTIONS[m]}
         variants.extend(make_attacks(m, eps_values, norm=norm, direction=direction, **opts))
-    plan = plan_evaluation(detector, data, attacks=variants, attack_fraction=attack_fraction, sanity=sanity, adversarial=AdversarialOutput(save_images), **options)
+    if min_eps:
+        from robustlab.attacks.min_eps import BISECTIONS, check_min_eps_method
+
+        for m in names:
+            check_min_eps_method(m)
+    output = AdversarialOutput(save_images, BISECTIONS if min_eps else 0)
+    plan = plan_evaluation(detector, data, attacks=variants, attack_fraction=attack_fraction, sanity=sanity, adversarial=output, **options)
     return run(plan, log=log)
 
 

@@ -165,3 +165,22 @@ def plot_accuracy_vs_param(rows: Sequence[Mapping[str, Any]], plots_dir: Path) -
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_min_eps(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> Path:
+    """``min_eps.png``: robust accuracy vs eps from per-image minimal eps (``robustlab attack
+    --min-eps``), one marker series per attack (label -> (eps /255 float (K,), accuracy (K,))).
+    Only the measured points are drawn, no lines between them: between two points the accuracy is
+    not known to change linearly."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (xs, ys) in sorted(curves.items()):
+        ax.plot(xs, ys, linestyle="none", marker="o", ms=4, label=name)
+    ax.set(xlabel="eps (grey levels, /255)", ylabel="robust accuracy (minimal eps > eps)", ylim=(0, 1.02), title="Robust accuracy vs eps (minimal perturbation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

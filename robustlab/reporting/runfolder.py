@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -66,8 +66,9 @@ def run_summary(result: EvaluationResult, data: Dataset) -> list[str]:
     return summary
 
 
-def write_tables(folder: RunFolder, result: EvaluationResult, data: Dataset) -> str:
-    """metrics.json / .csv / .md and predictions.csv into ``folder``; returns the metrics.md text."""
+def write_tables(folder: RunFolder, result: EvaluationResult, data: Dataset, *, sections: Sequence[str] = ()) -> str:
+    """metrics.json / .csv / .md and predictions.csv into ``folder``; returns the metrics.md text
+    (``sections``: extra markdown appended to metrics.md, e.g. ``attack --min-eps``'s)."""
     from robustlab.reporting.tables import metrics_csv, metrics_markdown, predictions_csv
 
     rows = result.rows
@@ -79,6 +80,7 @@ def write_tables(folder: RunFolder, result: EvaluationResult, data: Dataset) -> 
     title = f"robustlab: {result.info.detector['name']}"
     notes = [f"diagnostic: {d}" for d in result.diagnostics]
     markdown = metrics_markdown(rows, title=title, summary=run_summary(result, data), notes=notes, reference_rows=result.reference_rows)
+    markdown += "".join(sections)
     folder.write_text("metrics.md", markdown)
     folder.write_text("predictions.csv", predictions_csv(prediction_records(result, data)))
     return markdown
@@ -118,6 +120,7 @@ def write_run_folder(
     examples: "ExampleCollector | None" = None,
     plan: "ReportPlan | None" = None,
     max_curve_sets: int = 8,
+    sections: Sequence[str] = (),
 ) -> WrittenRun:
     """Write the whole run folder from ``result`` and commit it (``run.json`` last).
 
@@ -131,7 +134,7 @@ def write_run_folder(
     if any(r.set == SetKind.CORRUPTED.value for r in result.rows):
         result = replace(result, info=replace(result.info, corruption_summary=corruption_summary(result.rows)))
     info = result.info.to_dict()
-    markdown = write_tables(folder, result, data)
+    markdown = write_tables(folder, result, data, sections=sections)
     write_plots(folder, result, max_curve_sets=max_curve_sets)
     if examples is not None:
         examples.write(folder, threshold=result.info.threshold, paths=data.paths, positive=result.info.detector["positive"])
