@@ -164,30 +164,13 @@ def _compiled_class(base: type) -> type:
             self.eot: "tuple[EOT, np.random.Generator] | None" = None  # set by run_attack for an EOT attack
             self.gradient_seconds = 0.0  # time spent in the compiled gradient (for the stage timings)
 
-        def _eot_gradient(self, chain: Any) -> Any:
-            """The compiled gradient of the loss through ``chain`` (one draw), cached per chain."""
-            fn = self._eot_gradients.get(chain)
-            if fn is None:
-                model, loss_object = self._model, self._loss_object
-
-                def gradient(x: Any, y: Any, *params: Any) -> Any:
-                    with tf.GradientTape() as tape:
-                        tape.watch(x)
-                        loss = loss_object(y, model(chain.tf_apply(x, params), training=False))
-                    g = tape.gradient(loss, x)
-                    if g is None:
-                        raise _NoGradient("no gradient flows from the detector's output back to the input image")
-                    return g
-
-                fn = tf.function(gradient, input_signature=[*self._signature, *chain.tf_signature()], reduce_retracing=True, autograph=False)
-                self._eot_gradients[chain] = fn
-            return fn
-
         def _expected_gradient(self, x: Any, y: Any) -> tuple[Any, Any]:
             """EOT: the mean over ``samples`` seeded draws of the chain of the loss gradient
             (float32 (N, H, W, 3)), and per image whether it is exactly zero."""
             eot, rng = self.eot
-            fn = self._eot_gradient(eot.chain)
+            fn = self._eot_gradients.get(eot.chain)
+            if fn is None:
+                fn = self._eot_gradients[eot.chain] = _chain_gradient(self._model, self._loss_object, self._signature, eot.chain)
             n = int(x.shape[0])
             total = None
             for _ in range(int(eot.samples)):
@@ -216,6 +199,23 @@ def _compiled_class(base: type) -> type:
             return out
 
     return CompiledTensorFlowV2Classifier
+
+
+def _chain_gradient(model: Any, loss_object: Any, signature: list[Any], chain: Any) -> Any:
+    """The compiled gradient of ``loss_object(y, model(chain(x)))`` for one draw of the chain's
+    parameters: ``(x float32 (N, H, W, 3), y one-hot (N, 2), *params) -> float32 (N, H, W, 3)``."""
+    import tensorflow as tf
+
+    def gradient(x: Any, y: Any, *params: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = loss_object(y, model(chain.tf_apply(x, params), training=False))
+        g = tape.gradient(loss, x)
+        if g is None:
+            raise _NoGradient("no gradient flows from the detector's output back to the input image")
+        return g
+
+    return tf.function(gradient, input_signature=[*signature, *chain.tf_signature()], reduce_retracing=True, autograph=False)
 
 
 class _NoGradient(Exception):
