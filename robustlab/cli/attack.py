@@ -19,6 +19,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
+from robustlab.cli.report import json_option
 
 
 @click.command("attack")
@@ -35,6 +36,7 @@ from robustlab.cli.common import (
 @click.option("--save-images/--no-save-images", default=True, show_default=True, help="Save the delivered adversarial images as PNG under RUN/adversarial/.")
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/attack-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@json_option
 @detector_options
 @data_options
 @common_options
@@ -62,6 +64,7 @@ def command(
     save_images: bool,
     out: str | None,
     force: bool,
+    as_json: bool,
     split: str | None,
     class_map: str | None,
     **kwargs: Any,
@@ -105,7 +108,8 @@ def command(
         command=command_line(),
         log=lambda s: echo_err(state, s),
     )
-    click.echo(outcome.markdown)
+    if not as_json:
+        click.echo(outcome.markdown)
     if sanity:
         echo_err(state, f"robustlab: {sanity_message(outcome.sanity)}")
     saved = outcome.result.info.adversarial_images or {}
@@ -114,3 +118,7 @@ def command(
         several = len(outcome.result.outcomes) > 1
         echo_err(state, f"robustlab: {saved.get('images', 0)} adversarial images saved under {where} (a DATA folder{'; one sub-folder per attack' if several else ''})")
     echo_err(state, f"robustlab: run folder written: {outcome.run_dir}")
+    if as_json:
+        from robustlab.reporting.publish import outcome_json
+
+        click.echo(outcome_json(outcome.run_dir))
