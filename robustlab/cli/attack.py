@@ -37,6 +37,7 @@ from robustlab.cli.report import json_option
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/attack-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @json_option
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
 @detector_options
 @data_options
 @common_options
@@ -65,6 +66,7 @@ def command(
     out: str | None,
     force: bool,
     as_json: bool,
+    mlflow_uri: str | None,
     split: str | None,
     class_map: str | None,
     **kwargs: Any,
@@ -84,6 +86,10 @@ def command(
     from robustlab.evaluation.pipeline import run_attacks
 
     overrides, trust = pop_detector_overrides(kwargs)
+    if mlflow_uri is not None:
+        from robustlab.tracking import check_mlflow
+
+        check_mlflow(mlflow_uri)
     outcome = run_attacks(
         detector,
         data,
@@ -118,6 +124,10 @@ def command(
         several = len(outcome.result.outcomes) > 1
         echo_err(state, f"robustlab: {saved.get('images', 0)} adversarial images saved under {where} (a DATA folder{'; one sub-folder per attack' if several else ''})")
     echo_err(state, f"robustlab: run folder written: {outcome.run_dir}")
+    if mlflow_uri is not None:
+        from robustlab.cli.evaluate import log_to_mlflow
+
+        log_to_mlflow(state, outcome.run_dir, mlflow_uri)
     if as_json:
         from robustlab.reporting.publish import outcome_json
 

@@ -37,6 +37,7 @@ from robustlab.cli.threshold import threshold_options
 @click.option("--corruption", "corruptions", multiple=True, metavar="NAME[:SEVERITIES]", help="Add corrupted sets (repeatable): jpeg, blur, resize, noise, social, e.g. jpeg:1-5 or blur:3 (default severities 1-5).")
 @threshold_options
 @json_option
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
 @detector_options
 @data_options
 @common_options
@@ -54,7 +55,7 @@ robustlab evaluate detector.yaml data/test --suite configs/suites/ci-quick.yaml 
 """
 )
 @pass_state
-def command(state: State, detector: str, data: str, out: str | None, force: bool, split: str | None, class_map: str | None, as_json: bool, **kwargs: Any) -> None:
+def command(state: State, detector: str, data: str, out: str | None, force: bool, split: str | None, class_map: str | None, as_json: bool, mlflow_uri: str | None, **kwargs: Any) -> None:
     """Evaluate DETECTOR (a spec .yaml or a model file) on DATA and write a run folder.
 
     DATA is a folder with real/ and fake/ sub-folders, a split root (with --split), a manifest CSV
@@ -65,6 +66,10 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     from robustlab.evaluation.pipeline import plan_evaluation, run
 
     overrides, trust = pop_detector_overrides(kwargs)
+    if mlflow_uri is not None:
+        from robustlab.tracking import check_mlflow
+
+        check_mlflow(mlflow_uri)
     plan = plan_evaluation(
         detector,
         data,
@@ -104,12 +109,22 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         from robustlab.cli.report import print_outcome
 
         print_outcome(state, report, as_json=as_json)
+    if mlflow_uri is not None:
+        log_to_mlflow(state, outcome.run_dir, mlflow_uri)  # type: ignore[arg-type]
     if as_json:
         from robustlab.reporting.publish import outcome_json
 
         click.echo(outcome_json(outcome.run_dir, report))  # type: ignore[arg-type]
     if report is not None and not outcome.passed:
         raise PolicyFailed(report.policy.summary())  # type: ignore[union-attr]
+
+
+def log_to_mlflow(state: State, run_dir: "str | Path", uri: str) -> None:
+    """``--mlflow``: the finished run folder logged to MLflow (:func:`robustlab.tracking.log_run`)."""
+    from robustlab.tracking import log_run, tracking_uri
+
+    run_id = log_run(run_dir, uri)
+    echo_err(state, f"robustlab: logged to MLflow {tracking_uri(uri)} (experiment robustlab, run {run_id})")
 
 
 def tables_without_policy(markdown: str, report: Any) -> str:
