@@ -84,7 +84,7 @@ def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
     return f'<table class="kv">{body}</table>'
 
 
-def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = None, clean: Mapping[str, Any] | None = None) -> str:
+def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = None, clean: Mapping[str, Any] | None = None, attacked: int | None = None) -> str:
     """The publishable table, plus AP and realized perturbation (/255); a worst-case row says over
     how many images it is computed (``clean``: the clean row, for the total)."""
     head = "<tr><th>Test Data</th><th>Accuracy</th><th>Precision</th><th>Recall</th><th>F1 Score</th><th>Misclassifications</th><th>AUC</th><th>AP</th><th>L&infin; (/255)</th><th>L2 (/255)</th></tr>"
@@ -94,7 +94,7 @@ def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = N
         rate = f"{100.0 * mis / n:.2f}%" if n else "n/a"
         out.append(
             "<tr>"
-            f"<td>{esc(row_title(r))}{_scope_note(r, clean)}</td><td>{_pct(r['accuracy'])}</td><td>{_pct(r['precision'])}</td><td>{_pct(r['recall'])}</td>"
+            f"<td>{esc(row_title(r))}{_scope_note(r, clean, attacked)}</td><td>{_pct(r['accuracy'])}</td><td>{_pct(r['precision'])}</td><td>{_pct(r['recall'])}</td>"
             f"<td>{_pct(r['f1'])}</td><td>{mis}/{n} ({rate})</td><td>{_num(r['auc'])}</td><td>{_num(r.get('ap'))}</td>"
             f"<td>{_num(r.get('linf'), 2)}</td><td>{_num(r.get('l2'), 1)}</td>"
             "</tr>"
@@ -141,10 +141,10 @@ def _card(key: str, value: str, sub: str, *, ident: str, bad: bool = False, chan
     return f'<div class="{cls}" id="card-{ident}"><div class="k">{esc(key)}</div><div class="v">{esc(value)}</div><div class="k">{esc(sub)}</div>{mark}</div>'
 
 
-def _scope_note(row: Mapping[str, Any], clean: Mapping[str, Any] | None) -> str:
+def _scope_note(row: Mapping[str, Any], clean: Mapping[str, Any] | None, attacked: int | None) -> str:
     if row["set"] != "worst-case":
         return ""
-    return f'<br><span class="muted scope">{esc(_worst_case_scope(row, clean))}</span>'
+    return f'<br><span class="muted scope">{esc(_worst_case_scope(row, clean, attacked))}</span>'
 
 
 def _cards(run: "RunData") -> str:
@@ -195,15 +195,21 @@ def _cards(run: "RunData") -> str:
             cards.append(_card(label, _pct(w["accuracy"]), name(w), ident=f"lowest-{kind}", chance=chance(w)))
     wc = worst("worst-case")
     if wc is not None:
-        cards.append(_card("worst-case accuracy", _pct(wc["accuracy"]), f"right clean and under everything; {_worst_case_scope(wc, clean)}", ident="worst-case", chance=chance(wc)))
+        cards.append(_card("worst-case accuracy", _pct(wc["accuracy"]), f"right clean and under everything; {_worst_case_scope(wc, clean, run.info.get('attacked'))}", ident="worst-case", chance=chance(wc)))
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def _worst_case_scope(row: Mapping[str, Any], clean: Mapping[str, Any] | None) -> str:
-    """``over 18 images`` / ``over 18 of 60 images (the attacked subset)``."""
+def _worst_case_scope(row: Mapping[str, Any], clean: Mapping[str, Any] | None, attacked: int | None = None) -> str:
+    """Over how many images a worst-case row is computed, and how many of them were attacked:
+    ``over 24 of 80 images (the attacked subset)``, or ``over 80 images; the attacks ran on 24 of
+    them (the others count clean and under the corruptions only)``."""
     n = int(row["n"])
     total = int(clean["n"]) if clean is not None else n
-    return f"over {n} of {total} images (the attacked subset)" if n < total else f"over {n} images"
+    if n < total:
+        return f"over {n} of {total} images (the attacked subset)"
+    if attacked and attacked < n:
+        return f"over {n} images; the attacks ran on {attacked} of them (the others count clean and under the corruptions only)"
+    return f"over {n} images"
 
 
 def _summary(run: "RunData") -> str:
@@ -479,7 +485,7 @@ def render_html(
                  "L&infin; / L2: mean realized perturbation of the delivered uint8 images, in grey levels.</p>")
     clean_row = next((r for r in run.rows if r["set"] == "clean"), None)
     for i, (heading, group) in enumerate(group_rows(run.rows)):
-        parts.append(f"<h3>{esc(heading)}</h3>" + metrics_table(group, table_id=f"table-{i}", clean=clean_row))
+        parts.append(f"<h3>{esc(heading)}</h3>" + metrics_table(group, table_id=f"table-{i}", clean=clean_row, attacked=run.info.get("attacked")))
     if run.reference_rows:
         t = run.reference_rows[0].get("threshold")
         parts.append(f"<h3>The same sets at threshold {esc(t)}</h3>" + metrics_table(run.reference_rows, table_id="table-reference"))
