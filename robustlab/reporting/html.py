@@ -52,7 +52,7 @@ tr.regressed td { background: #fff0f0; } td.worse { color: var(--fail); } td.bet
 .chance { display: inline-block; margin-top: 4px; padding: 1px 6px; border-radius: 4px; background: var(--fail); color: #fff; font-size: 11px; font-weight: 600; }
 table.images img.thumb { width: 48px; height: auto; image-rendering: pixelated; display: block; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; } figure { margin: 0; flex: 0 1 560px; } figure img { width: 100%; height: auto; border: 1px solid var(--line); }
-.plots.small figure { flex: 0 1 280px; }
+.plots.small figure { flex: 0 1 280px; } .plots figure.full { flex: 1 1 100%; }
 figcaption { color: var(--muted); font-size: 12px; }
 .strip { overflow-x: auto; } .strip table td { text-align: center; } .strip img { image-rendering: pixelated; width: 96px; height: auto; display: block; margin: 0 auto; }
 .conf { display: flex; flex-wrap: wrap; gap: 14px; } .conf table td, .conf table th { padding: 2px 6px; }
@@ -292,6 +292,22 @@ PLOT_CAPTIONS = {
 }
 
 
+FULL_WIDTH_PLOTS = ("roc.png", "pr.png", "scores.png", "per_class.png")  # small multiples: the page's width
+
+
+def _confusion_caption(name: str) -> str | None:
+    """``confusion_pgd_eps=0.0314_steps=10.png`` -> ``confusion: pgd eps=8/255, steps=10`` (the file
+    name is a slug of variant and param; eps reads in grey levels)."""
+    import re
+
+    stem = name.removesuffix(".png")
+    if not stem.startswith("confusion_"):
+        return None
+    variant, _, param = stem.removeprefix("confusion_").partition("_")
+    param = re.sub(r"_(?=[A-Za-z]\w*=)", ",", param)
+    return f"confusion: {variant} {param_display(param)}".strip()
+
+
 def _plots(plots: Mapping[str, bytes]) -> str:
     order = [n for n in PLOT_CAPTIONS if n in plots]
     conf = sorted(n for n in plots if n.startswith("confusion_"))
@@ -299,8 +315,9 @@ def _plots(plots: Mapping[str, bytes]) -> str:
     other = sorted(n for n in plots if n not in order and n not in conf)
 
     def fig(name: str) -> str:
-        cap = PLOT_CAPTIONS.get(name) or name.removesuffix(".png").replace("_", " ")
-        return f'<figure><img class="plot" src="{data_uri(plots[name])}" alt="{esc(name)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        cap = PLOT_CAPTIONS.get(name) or _confusion_caption(name) or name.removesuffix(".png").replace("_", " ")
+        full = ' class="full"' if name in FULL_WIDTH_PLOTS else ""
+        return f'<figure{full}><img class="plot" src="{data_uri(plots[name])}" alt="{esc(name)}"><figcaption>{esc(cap)}</figcaption></figure>'
 
     out = ""
     if order:
