@@ -86,7 +86,7 @@ def command(
     from robustlab.evaluation.pipeline import run_attacks
 
     overrides, trust = pop_detector_overrides(kwargs)
-    if mlflow_uri is not None:
+    if mlflow_uri is not None:  # before any work
         from robustlab.tracking import check_mlflow
 
         check_mlflow(mlflow_uri)
@@ -124,11 +124,6 @@ def command(
         several = len(outcome.result.outcomes) > 1
         echo_err(state, f"robustlab: {saved.get('images', 0)} adversarial images saved under {where} (a DATA folder{'; one sub-folder per attack' if several else ''})")
     echo_err(state, f"robustlab: run folder written: {outcome.run_dir}")
-    if mlflow_uri is not None:
-        from robustlab.cli.evaluate import log_to_mlflow
+    from robustlab.cli.evaluate import finish_run
 
-        log_to_mlflow(state, outcome.run_dir, mlflow_uri)
-    if as_json:
-        from robustlab.reporting.publish import outcome_json
-
-        click.echo(outcome_json(outcome.run_dir))
+    finish_run(state, outcome.run_dir, mlflow_uri=mlflow_uri, as_json=as_json)

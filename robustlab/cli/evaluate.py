@@ -109,22 +109,23 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         from robustlab.cli.report import print_outcome
 
         print_outcome(state, report, as_json=as_json)
-    if mlflow_uri is not None:
-        log_to_mlflow(state, outcome.run_dir, mlflow_uri)  # type: ignore[arg-type]
-    if as_json:
-        from robustlab.reporting.publish import outcome_json
-
-        click.echo(outcome_json(outcome.run_dir, report))  # type: ignore[arg-type]
+    finish_run(state, outcome.run_dir, mlflow_uri=mlflow_uri, as_json=as_json, report=report)  # type: ignore[arg-type]
     if report is not None and not outcome.passed:
         raise PolicyFailed(report.policy.summary())  # type: ignore[union-attr]
 
 
-def log_to_mlflow(state: State, run_dir: "str | Path", uri: str) -> None:
-    """``--mlflow``: the finished run folder logged to MLflow (:func:`robustlab.tracking.log_run`)."""
-    from robustlab.tracking import log_run, tracking_uri
+def finish_run(state: State, run_dir: "str | Path", *, mlflow_uri: str | None, as_json: bool, report: Any = None) -> None:
+    """After a run folder is written: ``--mlflow`` logs it (:func:`robustlab.tracking.log_run`),
+    ``--json`` prints its JSON document on stdout (with ``report``'s policy verdict)."""
+    if mlflow_uri is not None:
+        from robustlab.tracking import log_run, tracking_uri
 
-    run_id = log_run(run_dir, uri)
-    echo_err(state, f"robustlab: logged to MLflow {tracking_uri(uri)} (experiment robustlab, run {run_id})")
+        run_id = log_run(run_dir, mlflow_uri)
+        echo_err(state, f"robustlab: logged to MLflow {tracking_uri(mlflow_uri)} (experiment robustlab, run {run_id})")
+    if as_json:
+        from robustlab.reporting.publish import outcome_json
+
+        click.echo(outcome_json(run_dir, report))
 
 
 def tables_without_policy(markdown: str, report: Any) -> str:
