@@ -100,6 +100,16 @@ def set_stage(text: str | None) -> None:
         _active[-1].stage(text)
 
 
+def set_variant_stage(variant: Any) -> None:
+    """:func:`set_stage` for an attack / corruption variant (anything with ``.variant`` and
+    ``.param``): ``"pgd eps=8/255, steps=10"``. The evaluation engine calls it before each variant
+    runs on a batch, so the bar says which attack or corruption it is on."""
+    if _active:
+        from robustlab.reporting.tables import param_display
+
+        _active[-1].stage(f"{variant.variant} {param_display(variant.param or '')}".strip())
+
+
 def batch_progress(iterable: Iterable[Any], total: int, label: str, enabled: bool) -> Iterable[Any]:
     """Yield ``iterable``'s batches, counting ``total`` images on stderr when enabled (a batch is a
     tuple whose first item has one entry per image, or counts as one)."""

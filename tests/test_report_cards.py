@@ -192,6 +192,15 @@ def test_progress_lines_off_a_terminal_name_the_stage() -> None:
     with Progress(100, "x", stream=quiet) as p:  # the default interval: nothing within 10 s
         p.update(100)
     assert quiet.getvalue() == ""
+    from types import SimpleNamespace
+
+    from robustlab.progress import set_variant_stage
+
+    buf = io.StringIO()
+    with Progress(10, "evaluating 10 images", stream=buf, interval=0.0) as p:
+        set_variant_stage(SimpleNamespace(variant="fgsm", param="eps=0.03137254901960784"))
+        p.update(1)
+    assert "[fgsm eps=8/255]" in buf.getvalue()
     set_stage("no progress running: ignored")
     batches = [(np.zeros(3), 0), (np.zeros(2), 1)]
     assert list(batch_progress(iter(batches), 5, "x", False)) == batches
