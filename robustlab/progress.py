@@ -9,6 +9,7 @@ never written, so ``--json`` output stays clean.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, TextIO
@@ -19,20 +20,22 @@ _active: list["Progress"] = []
 
 class Progress:
     """``total`` units of work under ``label``: a click bar when ``stream`` is a terminal, else a
-    line ``robustlab: LABEL: 320/600 (53%) [stage], 42 s elapsed, about 37 s left`` at most every
-    ``interval`` seconds (the first after ``interval``, so short work prints nothing)."""
+    line ``robustlab: LABEL: 320/600 (53%) [stage], 42 s elapsed, about 37 s left`` every
+    ``interval`` seconds (default :data:`PLAIN_INTERVAL`; the first after one interval, so short
+    work prints nothing)."""
 
-    def __init__(self, total: int, label: str, *, stream: TextIO | None = None, interval: float = PLAIN_INTERVAL, tty: bool | None = None):
+    def __init__(self, total: int, label: str, *, stream: TextIO | None = None, interval: float | None = None, tty: bool | None = None):
         self.total = max(int(total), 0)
         self.label = label
         self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
+        self.interval = max(PLAIN_INTERVAL if interval is None else interval, 0.01)
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
         self.done = 0
         self.stage_text: str | None = None
         self.t0 = time.monotonic()
-        self._last = self.t0
         self._bar: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def __enter__(self) -> "Progress":
         if self.tty:
@@ -40,12 +43,18 @@ class Progress:
 
             self._bar = click.progressbar(length=self.total, label=self.label, file=self.stream, show_eta=True)
             self._bar.__enter__()
+        else:
+            self._thread = threading.Thread(target=self._ticker, name="robustlab-progress", daemon=True)
+            self._thread.start()
         _active.append(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self in _active:
             _active.remove(self)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
         if self._bar is not None:
             self._bar.__exit__(*exc)
 
@@ -66,11 +75,12 @@ class Progress:
         self.done += n
         if self._bar is not None:
             self._bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self._last >= self.interval:
-            self._last = now
-            self.stream.write(self.line(now) + "\n")
+
+    def _ticker(self) -> None:
+        """Off a terminal: a line every ``interval`` seconds until the work ends (a daemon thread,
+        so a line also comes while one long step, such as a PGD batch, runs)."""
+        while not self._stop.wait(self.interval):
+            self.stream.write(self.line() + "\n")
             self.stream.flush()
 
     def line(self, now: float | None = None) -> str:

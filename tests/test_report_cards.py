@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,11 +184,13 @@ def test_progress_lines_off_a_terminal_name_the_stage() -> None:
     from robustlab.progress import Progress, batch_progress, set_stage
 
     buf = io.StringIO()
-    with Progress(100, "evaluating 100 images", stream=buf, interval=0.0) as p:
+    with Progress(100, "evaluating 100 images", stream=buf, interval=0.05) as p:
         set_stage("pgd eps=8/255, steps=10")
         p.update(40)
-    line = buf.getvalue().strip()
-    assert line.startswith("robustlab: evaluating 100 images: 40/100 (40%) [pgd eps=8/255, steps=10], ") and "s left" in line
+        time.sleep(0.3)  # one long step: the lines keep coming while it runs
+    lines = buf.getvalue().strip().splitlines()
+    assert len(lines) >= 2 and all(line.startswith("robustlab: evaluating 100 images: 40/100 (40%) [pgd eps=8/255, steps=10], ") for line in lines)
+    assert "s left" in lines[0]
     quiet = io.StringIO()
     with Progress(100, "x", stream=quiet) as p:  # the default interval: nothing within 10 s
         p.update(100)
@@ -197,9 +200,10 @@ def test_progress_lines_off_a_terminal_name_the_stage() -> None:
     from robustlab.progress import set_variant_stage
 
     buf = io.StringIO()
-    with Progress(10, "evaluating 10 images", stream=buf, interval=0.0) as p:
+    with Progress(10, "evaluating 10 images", stream=buf, interval=0.05) as p:
         set_variant_stage(SimpleNamespace(variant="fgsm", param="eps=0.03137254901960784"))
         p.update(1)
+        time.sleep(0.2)
     assert "[fgsm eps=8/255]" in buf.getvalue()
     set_stage("no progress running: ignored")
     batches = [(np.zeros(3), 0), (np.zeros(2), 1)]
