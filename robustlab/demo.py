@@ -22,11 +22,14 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from robustlab.errors import RobustlabError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustlab.progress import Progress
 
 DEMO_MARKER = ".robustlab-demo"
 DEMO_SIZE = 64
@@ -89,8 +92,8 @@ def generator_upsample(image: np.ndarray, rng: np.random.Generator) -> np.ndarra
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def make_images(n_per_class: int, *, size: int = DEMO_SIZE, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(x uint8 (2n, size, size, 3), y int64 (2n,))`` with fake = 1, shuffled."""
+def make_images(n_per_class: int, *, size: int = DEMO_SIZE, seed: int = 0, bar: "Progress | None" = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(x uint8 (2n, size, size, 3), y int64 (2n,))`` with fake = 1, shuffled; ``bar`` counts images."""
     rng = np.random.default_rng([seed, 0xDE30])
     photos = demo_photos()
     xs, ys = [], []
@@ -102,6 +105,8 @@ def make_images(n_per_class: int, *, size: int = DEMO_SIZE, seed: int = 0) -> tu
                 img = generator_upsample(img, rng)
             xs.append(img)
             ys.append(label)
+            if bar is not None:
+                bar.update(1)
     order = rng.permutation(len(xs))
     return np.stack(xs)[order], np.asarray(ys, np.int64)[order]
 
@@ -134,13 +139,42 @@ def build_model(size: int = DEMO_SIZE) -> Any:
     return keras.Model(inp, out, name="demo_cnn")
 
 
-def train_model(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, verbose: int = 0) -> dict[str, list[float]]:
+def train_model(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, verbose: int = 0, progress: bool = False) -> dict[str, list[float]]:
+    """Fit ``model`` on ``x`` uint8 (N, S, S, 3) / 255 and ``y`` (N,); ``progress``: a bar over
+    epochs x images on stderr, its stage the epoch and the last epoch's loss and accuracy."""
     import keras
+
+    from robustlab.progress import progress as progress_bar
 
     keras.utils.set_random_seed(seed)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"])
-    hist = model.fit(x.astype(np.float32) / 255.0, y.astype(np.float32), batch_size=32, epochs=epochs, shuffle=True, verbose=verbose)
+    batch_size = 32
+    with progress_bar(epochs * len(x), f"training the demo detector ({epochs} epochs x {len(x)} images)", progress) as bar:
+        callbacks = [] if bar is None else [_progress_callback(bar, epochs, len(x), batch_size)]
+        hist = model.fit(x.astype(np.float32) / 255.0, y.astype(np.float32), batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose, callbacks=callbacks)
     return {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+
+
+def _progress_callback(bar: "Progress", epochs: int, n: int, batch_size: int) -> Any:
+    """A Keras callback moving ``bar`` by the images of each batch, its stage ``epoch 3/8, loss ...``."""
+    import keras
+
+    class ProgressCallback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.seen = 0
+            bar.stage(f"epoch {epoch + 1}/{epochs}" + (getattr(self, "last", "")))
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            step = min(batch_size, n - self.seen)
+            self.seen += step
+            bar.update(step)
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            logs = logs or {}
+            if "loss" in logs and "accuracy" in logs:
+                self.last = f"; last epoch loss {float(logs['loss']):.3f}, accuracy {float(logs['accuracy']):.3f}"
+
+    return ProgressCallback()
 
 
 DETECTOR_YAML = """\
@@ -165,23 +199,30 @@ def _prepare_out(out: Path, force: bool) -> None:
         raise RobustlabError("exists and is not a robustlab demo folder", thing=out, fix="choose another --out, or pass --force to replace it")
 
 
-def _make_demo_data(work: Path, seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Write ``work/data/{train,val,test}/{real,fake}/*.png``; returns the arrays of each split."""
+def _make_demo_data(work: Path, seed: int, n_train: int, n_val: int, n_test: int, *, progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Write ``work/data/{train,val,test}/{real,fake}/*.png``; returns the arrays of each split.
+    ``progress``: a bar over the images made, its stage the split."""
+    from robustlab.progress import progress as progress_bar
+
     arrays = {}
-    for name, (n, sub) in {"train": (n_train, 1), "val": (n_val, 2), "test": (n_test, 3)}.items():
-        x, y = make_images(n, seed=seed * 10 + sub)
-        write_split(work / "data" / name, x, y, name)
-        arrays[name] = (x, y)
+    splits = {"train": (n_train, 1), "val": (n_val, 2), "test": (n_test, 3)}
+    with progress_bar(sum(2 * n for n, _ in splits.values()), "making the demo images", progress) as bar:
+        for name, (n, sub) in splits.items():
+            if bar is not None:
+                bar.stage(f"{name} split")
+            x, y = make_images(n, seed=seed * 10 + sub, bar=bar)
+            write_split(work / "data" / name, x, y, name)
+            arrays[name] = (x, y)
     return arrays
 
 
-def _train_demo_detector(work: Path, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int) -> dict[str, list[float]]:
+def _train_demo_detector(work: Path, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, progress: bool = False) -> dict[str, list[float]]:
     """Train the demo CNN on ``x`` uint8 (N, S, S, 3), ``y`` (N,); save ``work/detector/`` (model + spec)."""
     import keras
 
     keras.utils.set_random_seed(seed)  # weight initialisation too, not only the training order
     model = build_model(DEMO_SIZE)
-    history = train_model(model, x, y, epochs=epochs, seed=seed)
+    history = train_model(model, x, y, epochs=epochs, seed=seed, progress=progress)
     det_dir = work / "detector"
     det_dir.mkdir()
     model.save(det_dir / "model.keras")
@@ -236,11 +277,11 @@ def run_demo(
         (work / DEMO_MARKER).write_text("made by robustlab demo; safe to delete\n")
         t = time.time()
         log(f"robustlab demo: making {2 * (n_train + n_val + n_test)} real/generated images ({DEMO_SIZE}x{DEMO_SIZE})")
-        arrays = _make_demo_data(work, seed, n_train, n_val, n_test)
+        arrays = _make_demo_data(work, seed, n_train, n_val, n_test, progress=progress)
         timings["make_data_seconds"] = round(time.time() - t, 2)
         t = time.time()
         log(f"robustlab demo: training a small CNN detector ({epochs} epochs on {2 * n_train} images)")
-        history = _train_demo_detector(work, *arrays["train"], epochs=epochs, seed=seed)
+        history = _train_demo_detector(work, *arrays["train"], epochs=epochs, seed=seed, progress=progress)
         timings["train_seconds"] = round(time.time() - t, 2)
         _swap_into_place(work, out)  # then evaluate there, so the paths in run.json stay valid
         work = out

@@ -44,6 +44,11 @@ PROBE = """window.addEventListener('load', function () {
     data_images: imgs.filter(function (i) { return i.src.indexOf('data:image/png;base64,') === 0; }).length,
     example_images: document.querySelectorAll('table.examples img').length,
     plot_images: document.querySelectorAll('img.plot').length,
+    plot_names: Array.prototype.map.call(document.querySelectorAll('img.plot'), function (i) { return i.alt; }),
+    cards: document.querySelectorAll('.cards .card').length,
+    shown_cards: Array.prototype.filter.call(document.querySelectorAll('.cards .card'), shown).length,
+    first_card_above_summary: document.querySelector('.cards').getBoundingClientRect().top < document.querySelector('h2').getBoundingClientRect().top,
+    thumbs: document.querySelectorAll('table.images img.thumb').length,
     tables: tables.length,
     shown_tables: tables.filter(shown).length,
     metrics_rows: document.querySelectorAll('table.metrics tr').length,
@@ -155,6 +160,11 @@ def test_report_renders_in_chromium(browser: str, report_dir: Path, tmp_path: Pa
     assert r["images"] >= 10 and r["decoded"] == r["images"] == r["shown_images"] == r["data_images"]
     assert r["example_images"] >= 2 * (1 + 2 + 1)  # clean, fgsm, its perturbation, jpeg for two images
     assert r["plot_images"] >= 4
+    for name in ("roc.png", "pr.png", "scores.png", "per_class.png", "reliability.png", "accuracy_vs_eps.png", "accuracy_vs_severity.png"):
+        assert name in r["plot_names"], name
+    # the answer first: fakes caught, real flagged, clean accuracy, EER, TPR@1%FPR, lowest adversarial / corrupted, worst case
+    assert r["cards"] == 8 and r["shown_cards"] == 8 and r["first_card_above_summary"]
+    assert r["thumbs"] >= 1  # the flipped / misclassified lists have thumbnails
     # user strings came through as text, not markup; the CSP blocked the unhashed script
     assert r["scripts"] == 2 and r["handlers"] == 0
     assert EVIL_NAME in r["h1"] and EVIL_NAME in r["title"] and r["title"] != "csp-did-not-block"

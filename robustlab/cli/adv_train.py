@@ -120,6 +120,7 @@ _RESUME_CHECKED = (
 @click.option("--classes", "class_map", metavar="real=A,fake=B", help="Map other folder or label names to real/fake (all data sets).")
 @click.option("--resume", type=click.Path(), metavar="NEW", help="Continue an interrupted run for NEW from its last complete epoch (settings come from its checkpoint).")
 @click.option("--force", is_flag=True, help="Replace an existing NEW (or an interrupted run for it) and start over.")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(), metavar="DIR", help="Also log the history (loss, accuracy, validation and guard numbers, learning rate) per epoch as TensorBoard scalars into DIR (view: tensorboard --logdir DIR).")
 @detector_options
 @common_options
 @with_examples(
@@ -133,7 +134,7 @@ robustlab evaluate new-detector/detector.yaml data/test --out runs/new
 )
 @pass_state
 @click.pass_context
-def command(ctx: click.Context, state: State, detector: str | None, train: str | None, val: str | None, test: str | None, out: str | None, resume: str | None, force: bool, class_map: str | None, eval_attacks: tuple[str, ...], eval_corruptions: tuple[str, ...], eval_fraction: float, **kwargs: Any) -> None:
+def command(ctx: click.Context, state: State, detector: str | None, train: str | None, val: str | None, test: str | None, out: str | None, resume: str | None, force: bool, class_map: str | None, eval_attacks: tuple[str, ...], eval_corruptions: tuple[str, ...], eval_fraction: float, tensorboard_dir: str | None, **kwargs: Any) -> None:
     """Fine-tune DETECTOR on TRAIN with adversarial mixing; write the new detector to NEW.
 
     In every batch a --ratio share of the images is replaced by adversarial examples made against
@@ -150,9 +151,12 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
     """
     overrides, trust = pop_detector_overrides(kwargs)
     log = (lambda s: echo_err(state, s))
+    from robustlab.tracking import TensorBoardHistory
+
+    history = TensorBoardHistory(tensorboard_dir) if tensorboard_dir else None
     try:
         if resume:
-            result = _resume(ctx, state, resume, out, {"train": train, "val": val, "test": test}, kwargs, log, trust)
+            result = _resume(ctx, state, resume, out, {"train": train, "val": val, "test": test}, kwargs, log, trust, history)
         else:
             if not detector or not train:
                 raise RobustlabError("DETECTOR and TRAIN are required", fix="run `robustlab adv-train DETECTOR TRAIN --val VAL --out NEW`, or `--resume NEW` to continue a run")
@@ -172,7 +176,7 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
             result = adv_train(
                 det, train, val, out=out, config=config, test=test, classes=class_map, trust_model=trust, force=force,
                 eval_attacks=list(eval_attacks) or None, eval_corruptions=list(eval_corruptions) or None, eval_fraction=eval_fraction,
-                progress=state.progress, log=log, command=command_line(),
+                progress=state.progress, log=log, command=command_line(), on_epoch_end=history,
             )
     except KeyboardInterrupt:
         from robustlab.training.folder import partial_dir
@@ -181,6 +185,11 @@ def command(ctx: click.Context, state: State, detector: str | None, train: str |
         if target and partial_dir(target).exists():
             echo_err(state, f"robustlab adv-train: interrupted; the last complete epoch is checkpointed: continue with `robustlab adv-train --resume {target}`")
         raise
+    finally:
+        if history is not None:
+            history.close()
+    if history is not None:
+        echo_err(state, f"robustlab adv-train: history logged for TensorBoard in {tensorboard_dir}")
     click.echo((result.out / "before-after" / "comparison.md").read_text(encoding="utf-8"))
     echo_err(state, f"robustlab adv-train: new detector written: {result.out / 'detector.yaml'} (kept epoch {result.best_epoch}, threshold {result.threshold:.4f})")
 
@@ -193,7 +202,7 @@ def _config(state: State, kwargs: dict[str, Any]) -> Any:
     return FinetuneConfig(**{n: kwargs[n] for n in names}, batch_size=state.batch_size, seed=state.seed).validated()
 
 
-def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any, trust: bool) -> Any:
+def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data: dict[str, str | None], kwargs: dict[str, Any], log: Any, trust: bool, history: Any = None) -> Any:
     """``--resume NEW``: settings come from the checkpoint; any given again must be the same.
 
     Trust is this command line's (``--trust-model`` / ``ROBUSTLAB_TRUST_MODEL``), never the checkpoint's.
@@ -209,4 +218,4 @@ def _resume(ctx: click.Context, state: State, resume: str, out: str | None, data
         given["batch_size"] = state.batch_size
     if out is not None and Path(out).resolve() != Path(resume).resolve():
         raise RobustlabError(f"--out {out} and --resume {resume} name different folders", fix="give only --resume NEW")
-    return resume_adv_train(resume, trust_model=trust, progress=state.progress, log=log, expect=given)
+    return resume_adv_train(resume, trust_model=trust, progress=state.progress, log=log, expect=given, on_epoch_end=history)

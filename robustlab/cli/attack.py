@@ -19,6 +19,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
+from robustlab.cli.report import json_option
 
 
 @click.command("attack")
@@ -40,6 +41,8 @@ from robustlab.cli.common import (
 @click.option("--save-images/--no-save-images", default=True, show_default=True, help="Save the delivered adversarial images as PNG under RUN/adversarial/.")
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/attack-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@json_option
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
 @detector_options
 @data_options
 @common_options
@@ -74,6 +77,8 @@ def command(
     save_images: bool,
     out: str | None,
     force: bool,
+    as_json: bool,
+    mlflow_uri: str | None,
     split: str | None,
     class_map: str | None,
     **kwargs: Any,
@@ -93,6 +98,10 @@ def command(
     from robustlab.evaluation.pipeline import run_attacks
 
     overrides, trust = pop_detector_overrides(kwargs)
+    if mlflow_uri is not None:  # before any work
+        from robustlab.tracking import check_mlflow
+
+        check_mlflow(mlflow_uri)
     outcome = run_attacks(
         detector,
         data,
@@ -122,7 +131,8 @@ def command(
         command=command_line(),
         log=lambda s: echo_err(state, s),
     )
-    click.echo(outcome.markdown)
+    if not as_json:
+        click.echo(outcome.markdown)
     if sanity:
         echo_err(state, f"robustlab: {sanity_message(outcome.sanity)}")
     saved = outcome.result.info.adversarial_images or {}
@@ -131,3 +141,6 @@ def command(
         several = len(outcome.result.outcomes) > 1
         echo_err(state, f"robustlab: {saved.get('images', 0)} adversarial images saved under {where} (a DATA folder{'; one sub-folder per attack' if several else ''})")
     echo_err(state, f"robustlab: run folder written: {outcome.run_dir}")
+    from robustlab.cli.evaluate import finish_run
+
+    finish_run(state, outcome.run_dir, mlflow_uri=mlflow_uri, as_json=as_json)

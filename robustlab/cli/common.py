@@ -25,8 +25,8 @@ class State:
 
     @property
     def progress(self) -> bool:
-        """Progress bars only on a terminal and without --quiet."""
-        return not self.quiet and sys.stderr.isatty()
+        """Progress unless --quiet: a bar on a terminal, a plain line every ~10 s elsewhere (robustlab.progress)."""
+        return not self.quiet
 
 
 pass_state = click.make_pass_decorator(State, ensure=True)

@@ -18,6 +18,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
+from robustlab.cli.report import json_option
 from robustlab.cli.threshold import threshold_options
 
 
@@ -35,6 +36,8 @@ from robustlab.cli.threshold import threshold_options
 @click.option("--sanity", is_flag=True, help="Also run a large-eps PGD (64/255, 20 steps) that must drive accuracy near zero; warns when it does not.")
 @click.option("--corruption", "corruptions", multiple=True, metavar="NAME[:SEVERITIES]", help="Add corrupted sets (repeatable): jpeg, blur, resize, noise, social, e.g. jpeg:1-5 or blur:3 (default severities 1-5).")
 @threshold_options
+@json_option
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
 @detector_options
 @data_options
 @common_options
@@ -48,10 +51,11 @@ robustlab evaluate detector.yaml data/test --corruption jpeg:1-5 --corruption bl
 robustlab evaluate detector.yaml data --split test --val data --val-split val --threshold-strategy max-f1
 robustlab evaluate detector.yaml data/test --suite configs/suites/ci-quick.yaml --out runs/pr
 robustlab evaluate detector.yaml data/test --suite configs/suites/nightly.yaml --baseline runs/last --out runs/nightly
+robustlab evaluate detector.yaml data/test --suite configs/suites/ci-quick.yaml --json > result.json
 """
 )
 @pass_state
-def command(state: State, detector: str, data: str, out: str | None, force: bool, split: str | None, class_map: str | None, **kwargs: Any) -> None:
+def command(state: State, detector: str, data: str, out: str | None, force: bool, split: str | None, class_map: str | None, as_json: bool, mlflow_uri: str | None, **kwargs: Any) -> None:
     """Evaluate DETECTOR (a spec .yaml or a model file) on DATA and write a run folder.
 
     DATA is a folder with real/ and fake/ sub-folders, a split root (with --split), a manifest CSV
@@ -62,6 +66,10 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     from robustlab.evaluation.pipeline import plan_evaluation, run
 
     overrides, trust = pop_detector_overrides(kwargs)
+    if mlflow_uri is not None:
+        from robustlab.tracking import check_mlflow
+
+        check_mlflow(mlflow_uri)
     plan = plan_evaluation(
         detector,
         data,
@@ -89,15 +97,45 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         command=command_line(),
     )
     outcome = run(plan, log=lambda s: echo_err(state, s))
-    click.echo(outcome.markdown)
+    report = outcome.report
+    if not as_json:
+        click.echo(tables_without_policy(outcome.markdown or "", report))
     if plan.sanity:
         from robustlab.attacks.checks import sanity_message
 
         echo_err(state, f"robustlab: {sanity_message(outcome.sanity)}")
     echo_err(state, f"robustlab: run folder written: {outcome.run_dir}")
-    if outcome.report is not None:
+    if report is not None:
         from robustlab.cli.report import print_outcome
 
-        print_outcome(state, outcome.report)
-        if not outcome.passed:
-            raise PolicyFailed(outcome.report.policy.summary())  # type: ignore[union-attr]
+        print_outcome(state, report, as_json=as_json)
+    finish_run(state, outcome.run_dir, mlflow_uri=mlflow_uri, as_json=as_json, report=report)  # type: ignore[arg-type]
+    if report is not None and not outcome.passed:
+        raise PolicyFailed(report.policy.summary())  # type: ignore[union-attr]
+
+
+def finish_run(state: State, run_dir: "str | Path", *, mlflow_uri: str | None, as_json: bool, report: Any = None) -> None:
+    """After a run folder is written: ``--mlflow`` logs it (:func:`robustlab.tracking.log_run`),
+    ``--json`` prints its JSON document on stdout (with ``report``'s policy verdict)."""
+    if mlflow_uri is not None:
+        from robustlab.tracking import log_run, tracking_uri
+
+        run_id = log_run(run_dir, mlflow_uri)
+        echo_err(state, f"robustlab: logged to MLflow {tracking_uri(mlflow_uri)} (experiment robustlab, run {run_id})")
+    if as_json:
+        from robustlab.reporting.publish import outcome_json
+
+        click.echo(outcome_json(run_dir, report))
+
+
+def tables_without_policy(markdown: str, report: Any) -> str:
+    """metrics.md as printed by evaluate: the policy section left out, since the rule lines and the
+    "N of N" summary follow (the file on disk keeps it)."""
+    if report is None or report.policy is None:
+        return markdown
+    from robustlab.reporting.policy import policy_markdown
+    from robustlab.reporting.publish import MD_MARKER
+
+    head, marker, tail = markdown.partition(MD_MARKER)
+    tail = tail.replace(policy_markdown(report.policy), "")
+    return head + marker + tail if tail.strip() else head.rstrip("\n") + "\n"

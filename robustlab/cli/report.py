@@ -26,16 +26,30 @@ def format_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def print_outcome(state: State, outcome: "ReportOutcome") -> None:
-    """Rule results on stdout (one line each), files written and the baseline verdict on stderr."""
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``: one JSON document (rows, verdict, run folder) on stdout and nothing else there."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON document (rows, verdict, policy results, run folder) on stdout and nothing else there; messages stay on stderr.",
+    )(f)
+
+
+def print_outcome(state: State, outcome: "ReportOutcome", *, as_json: bool = False) -> None:
+    """Rule results (one line each) on stdout, or on stderr with ``as_json``; then "policy passed:
+    N of N rules" when it passed (a failure's summary is the PolicyFailed message), the baseline
+    verdict and the files written on stderr."""
     if outcome.policy is not None:
         for r in outcome.policy.results:
-            click.echo(f"{'PASS' if r.passed else 'FAIL'}  {r.rule.text}: {r.message}")
+            click.echo(f"{'PASS' if r.passed else 'FAIL'}  {r.rule.text}: {r.message}", err=as_json)
     if outcome.comparison is not None:
         n = sum(c.regressed for c in outcome.comparison)
         echo_err(state, f"robustlab: against the baseline: {n} of {len(outcome.comparison)} rows worse" if n else f"robustlab: against the baseline: no row worse ({len(outcome.comparison)} rows)")
     for p in outcome.written:
         echo_err(state, f"robustlab: wrote {p}")
+    if outcome.policy is not None and outcome.policy.passed:
+        echo_err(state, f"robustlab: {outcome.policy.summary()}")
 
 
 @click.command("report")
@@ -44,17 +58,19 @@ def print_outcome(state: State, outcome: "ReportOutcome") -> None:
 @click.option("--policy", type=click.Path(), help="Policy YAML (rules: ...); exit 1 when a rule fails, and junit.xml gets one test case per rule.")
 @format_option
 @click.option("--out", type=click.Path(), help="Folder for the reports (default: the run folder itself).")
+@json_option
 @common_options
 @with_examples(
     """
 robustlab report runs/nightly
 robustlab report runs/nightly --policy configs/policies/nightly.yaml --baseline runs/last-night
 robustlab report runs/pr --policy configs/policies/ci-quick.yaml --format md,junit
+robustlab report runs/pr --policy configs/policies/ci-quick.yaml --json | jq .verdict
 cat runs/pr/metrics.md >> "$GITHUB_STEP_SUMMARY"
 """
 )
 @pass_state
-def command(state: State, run: str, baseline: str | None, policy: str | None, formats: str | None, out: str | None) -> None:
+def command(state: State, run: str, baseline: str | None, policy: str | None, formats: str | None, out: str | None, as_json: bool) -> None:
     """Write reports for the finished run folder RUN (no model needed).
 
     report.html is one self-contained page (plots and example images inlined); metrics.md is fit for
@@ -68,8 +84,10 @@ def command(state: State, run: str, baseline: str | None, policy: str | None, fo
 
     plan = plan_report(policy=policy, baseline=baseline, formats=formats)
     outcome = report_run(run, plan, out=out)
-    print_outcome(state, outcome)
+    print_outcome(state, outcome, as_json=as_json)
+    if as_json:
+        from robustlab.reporting.publish import outcome_json
+
+        click.echo(outcome_json(run, outcome))
     if outcome.policy is not None and not outcome.policy.passed:
         raise PolicyFailed(outcome.policy.summary())
-    if outcome.policy is not None:
-        echo_err(state, f"robustlab: {outcome.policy.summary()}")

@@ -26,7 +26,7 @@ from robustlab.detector.model import Detector
 from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
 from robustlab.metrics import MetricsRow, metrics_row, predict, row_from_correct
-from robustlab.progress import batch_progress
+from robustlab.progress import batch_progress, set_variant_stage
 from robustlab.results import BatchRecord, Delivery, EvaluationResult, Hook, RunInfo, SelectiveVariant, Variant, VariantOutcome
 from robustlab.runs import versions
 from robustlab.sampling import stratified_subset
@@ -139,6 +139,7 @@ def _stream(detector: Detector, data: Dataset, variants: Sequence[Variant], subs
                 sel &= v.selects(data.labels[batch.idx])
             if not sel.any():
                 continue
+            set_variant_stage(v)
             t = time.time()
             x_in, y_in, idx_in = batch.x[sel], batch.y[sel], batch.idx[sel]
             d, s_v = _deliver(detector, v, x_in, y_in, np.random.default_rng([seed, vi, bno]))

@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from robustlab.reporting.tables import group_rows, param_display, row_title
@@ -47,8 +48,11 @@ tr.regressed td { background: #fff0f0; } td.worse { color: var(--fail); } td.bet
 .cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 10px 0; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 12px; min-width: 150px; }
 .card .v { font-size: 20px; font-weight: 600; } .card .k { color: var(--muted); font-size: 12px; }
+.card.bad { border-color: var(--fail); background: #fff6f6; } .card.bad .v { color: var(--fail); }
+.chance { display: inline-block; margin-top: 4px; padding: 1px 6px; border-radius: 4px; background: var(--fail); color: #fff; font-size: 11px; font-weight: 600; }
+table.images img.thumb { width: 48px; height: auto; image-rendering: pixelated; display: block; }
 .plots { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; } figure { margin: 0; flex: 0 1 560px; } figure img { width: 100%; height: auto; border: 1px solid var(--line); }
-.plots.small figure { flex: 0 1 280px; }
+.plots.small figure { flex: 0 1 280px; } .plots figure.full { flex: 1 1 100%; }
 figcaption { color: var(--muted); font-size: 12px; }
 .strip { overflow-x: auto; } .strip table td { text-align: center; } .strip img { image-rendering: pixelated; width: 96px; height: auto; display: block; margin: 0 auto; }
 .conf { display: flex; flex-wrap: wrap; gap: 14px; } .conf table td, .conf table th { padding: 2px 6px; }
@@ -80,8 +84,9 @@ def _kv(pairs: Sequence[tuple[str, Any]]) -> str:
     return f'<table class="kv">{body}</table>'
 
 
-def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = None) -> str:
-    """The publishable table, plus AP and realized perturbation (/255)."""
+def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = None, clean: Mapping[str, Any] | None = None, attacked: int | None = None) -> str:
+    """The publishable table, plus AP and realized perturbation (/255); a worst-case row says over
+    how many images it is computed (``clean``: the clean row, for the total)."""
     head = "<tr><th>Test Data</th><th>Accuracy</th><th>Precision</th><th>Recall</th><th>F1 Score</th><th>Misclassifications</th><th>AUC</th><th>AP</th><th>L&infin; (/255)</th><th>L2 (/255)</th></tr>"
     out = []
     for r in rows:
@@ -89,7 +94,7 @@ def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = N
         rate = f"{100.0 * mis / n:.2f}%" if n else "n/a"
         out.append(
             "<tr>"
-            f"<td>{esc(row_title(r))}</td><td>{_pct(r['accuracy'])}</td><td>{_pct(r['precision'])}</td><td>{_pct(r['recall'])}</td>"
+            f"<td>{esc(row_title(r))}{_scope_note(r, clean, attacked)}</td><td>{_pct(r['accuracy'])}</td><td>{_pct(r['precision'])}</td><td>{_pct(r['recall'])}</td>"
             f"<td>{_pct(r['f1'])}</td><td>{mis}/{n} ({rate})</td><td>{_num(r['auc'])}</td><td>{_num(r.get('ap'))}</td>"
             f"<td>{_num(r.get('linf'), 2)}</td><td>{_num(r.get('l2'), 1)}</td>"
             "</tr>"
@@ -98,24 +103,113 @@ def metrics_table(rows: Sequence[Mapping[str, Any]], *, table_id: str | None = N
     return f'<table class="metrics"{ident}>{head}{"".join(out)}</table>'
 
 
-def _cards(rows: Sequence[Mapping[str, Any]]) -> str:
+def _class_rates(run: "RunData") -> dict[tuple[str, str, str], tuple[float | None, float | None, int, int]]:
+    """``(set, variant, param) -> (real accuracy, fake accuracy, n real, n fake)`` from the rows'
+    ``real_accuracy`` / ``fake_accuracy`` when they have them, else from predictions.csv."""
+    positive = (run.info.get("detector") or {}).get("positive", "fake")
+    out: dict[tuple[str, str, str], tuple[float | None, float | None, int, int]] = {}
+    for (kind, variant, param), (tn, fp, fn, tp) in run.confusions():
+        neg_acc = tn / (tn + fp) if tn + fp else None
+        pos_acc = tp / (tp + fn) if tp + fn else None
+        n_neg, n_pos = tn + fp, tp + fn
+        out[(kind, variant, param)] = (neg_acc, pos_acc, n_neg, n_pos) if positive == "fake" else (pos_acc, neg_acc, n_pos, n_neg)
+    for r in run.rows:
+        key = (r["set"], r["variant"], r.get("param") or "")
+        if r.get("real_accuracy") is not None or r.get("fake_accuracy") is not None:
+            _, _, n_real, n_fake = out.get(key, (None, None, 0, 0))
+            out[key] = (r.get("real_accuracy"), r.get("fake_accuracy"), n_real, n_fake)
+    return out
+
+
+def _balanced(row: Mapping[str, Any], rates: tuple[float | None, float | None, int, int] | None) -> float | None:
+    """The row's balanced accuracy: its own field, else the mean of the class rates, else accuracy."""
+    if row.get("balanced_accuracy") is not None:
+        return float(row["balanced_accuracy"])
+    if rates is not None and rates[0] is not None and rates[1] is not None:
+        return (rates[0] + rates[1]) / 2
+    return None if row.get("accuracy") is None else float(row["accuracy"])
+
+
+def _ci(row: Mapping[str, Any], key: str, fmt: Any) -> str:
+    ci = row.get(f"{key}_ci")
+    return f" (95% CI {fmt(ci[0])} to {fmt(ci[1])})" if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci else ""
+
+
+def _card(key: str, value: str, sub: str, *, ident: str, bad: bool = False, chance: bool = False) -> str:
+    mark = '<span class="chance" title="balanced accuracy at or below 0.5: no better than guessing">at or below chance</span>' if chance else ""
+    cls = "card bad" if bad or chance else "card"
+    return f'<div class="{cls}" id="card-{ident}"><div class="k">{esc(key)}</div><div class="v">{esc(value)}</div><div class="k">{esc(sub)}</div>{mark}</div>'
+
+
+def _scope_note(row: Mapping[str, Any], clean: Mapping[str, Any] | None, attacked: int | None) -> str:
+    if row["set"] != "worst-case":
+        return ""
+    return f'<br><span class="muted scope">{esc(_worst_case_scope(row, clean, attacked))}</span>'
+
+
+def _cards(run: "RunData") -> str:
+    """The answer first: fakes caught under the strongest attack, real photos wrongly flagged, the
+    clean operating point (EER, TPR at 1% FPR), then the lowest accuracies; each accuracy card is
+    marked when its balanced accuracy is at or below chance (0.5)."""
+    rows = run.rows
+    rates = _class_rates(run)
+
+    def key(r: Mapping[str, Any]) -> tuple[str, str, str]:
+        return (r["set"], r["variant"], r.get("param") or "")
+
     def worst(kind: str) -> Mapping[str, Any] | None:
         cand = [r for r in rows if r["set"] == kind and r["accuracy"] is not None]
         return min(cand, key=lambda r: r["accuracy"]) if cand else None
 
+    def name(r: Mapping[str, Any]) -> str:
+        return f"{r['variant']} {param_display(r.get('param') or '')}".strip()
+
+    def chance(r: Mapping[str, Any]) -> bool:
+        b = _balanced(r, rates.get(key(r)))
+        return b is not None and b <= 0.5
+
     cards = []
     clean = next((r for r in rows if r["set"] == "clean"), None)
+    adv = [(r, rates[key(r)]) for r in rows if r["set"] == "adversarial" and rates.get(key(r)) and rates[key(r)][1] is not None]
+    if adv:
+        r, (_, fake_acc, _, n_fake) = min(adv, key=lambda item: item[1][1])
+        let = round(n_fake * (1 - fake_acc))
+        cards.append(_card("fakes caught under the strongest attack", _pct(fake_acc), f"{name(r)}: {let} of {n_fake} fakes let through", ident="fakes-caught", bad=fake_acc < 0.5))
+    elif any(r["set"] == "adversarial" for r in rows):
+        cards.append(_card("fakes caught under the strongest attack", "n/a", "no attacked fake images", ident="fakes-caught"))
     if clean is not None:
-        cards.append(("clean accuracy", _pct(clean["accuracy"]), f"AUC {_num(clean['auc'])}"))
+        real_acc, _, n_real, _ = rates.get(key(clean), (None, None, 0, 0))
+        if real_acc is None:
+            cards.append(_card("real photos wrongly flagged", "n/a", "no real images in the clean set", ident="real-flagged"))
+        else:
+            fpr = 1 - real_acc
+            cards.append(_card("real photos wrongly flagged", _pct(fpr), f"{round(n_real * fpr)} of {n_real} real images, clean, threshold {run.threshold:g}", ident="real-flagged", bad=fpr > 0.1))
+        sub = f"balanced {_pct(_balanced(clean, rates.get(key(clean))))}{_ci(clean, 'accuracy', _pct)}; AUC {_num(clean['auc'])}"
+        cards.append(_card("clean accuracy", _pct(clean["accuracy"]), sub, ident="clean-accuracy", chance=chance(clean)))
+        cards.append(_card("clean EER", _pct(clean.get("eer")), "equal error rate: FPR = FNR", ident="eer"))
+        tpr = clean.get("tpr_at_fpr_0.01")
+        cards.append(_card("clean TPR at 1% FPR", _pct(tpr), "fakes caught when 1 in 100 real photos may be flagged" + _ci(clean, "tpr_at_fpr_0.01", _pct), ident="tpr-at-fpr"))
     for kind, label in (("adversarial", "lowest adversarial accuracy"), ("corrupted", "lowest corrupted accuracy")):
         w = worst(kind)
         if w is not None:
-            cards.append((label, _pct(w["accuracy"]), f"{w['variant']} {param_display(w['param'])}"))
+            cards.append(_card(label, _pct(w["accuracy"]), name(w), ident=f"lowest-{kind}", chance=chance(w)))
     wc = worst("worst-case")
     if wc is not None:
-        cards.append(("worst-case accuracy", _pct(wc["accuracy"]), "right clean and under everything"))
-    body = "".join(f'<div class="card"><div class="v">{esc(v)}</div><div class="k">{esc(k)}</div><div class="k">{esc(sub)}</div></div>' for k, v, sub in cards)
-    return f'<div class="cards">{body}</div>'
+        cards.append(_card("worst-case accuracy", _pct(wc["accuracy"]), f"right clean and under everything; {_worst_case_scope(wc, clean, run.info.get('attacked'))}", ident="worst-case", chance=chance(wc)))
+    return f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _worst_case_scope(row: Mapping[str, Any], clean: Mapping[str, Any] | None, attacked: int | None = None) -> str:
+    """Over how many images a worst-case row is computed, and how many of them were attacked:
+    ``over 24 of 80 images (the attacked subset)``, or ``over 80 images; the attacks ran on 24 of
+    them (the others count clean and under the corruptions only)``."""
+    n = int(row["n"])
+    total = int(clean["n"]) if clean is not None else n
+    if n < total:
+        return f"over {n} of {total} images (the attacked subset)"
+    if attacked and attacked < n:
+        return f"over {n} images; the attacks ran on {attacked} of them (the others count clean and under the corruptions only)"
+    return f"over {n} images"
 
 
 def _summary(run: "RunData") -> str:
@@ -188,11 +282,30 @@ def _comparison(comparison: Sequence["RowComparison"], baseline_name: str) -> st
 
 
 PLOT_CAPTIONS = {
-    "accuracy_vs_eps.png": "Accuracy vs eps (grey levels /255), from the clean accuracy at eps 0",
-    "accuracy_vs_severity.png": "Accuracy vs corruption severity, from the clean accuracy at severity 0",
-    "roc.png": "ROC curves; dots mark the run's threshold",
-    "pr.png": "Precision-recall curves; dots mark the run's threshold",
+    "roc.png": "ROC curves on a log false-positive axis (the dotted vertical line is 1% FPR), one panel per family, clean dashed in each; dots mark the run's threshold",
+    "pr.png": "Precision-recall curves, one panel per family, clean dashed in each; dots mark the run's threshold",
+    "scores.png": "Score distributions per class, clean and under each attack (counts; dashed line: threshold)",
+    "per_class.png": "Accuracy on real and on fake images, clean and under each attack and corruption (dotted: chance)",
+    "reliability.png": "Reliability (clean): fraction of fakes against the mean score in 15 bins; on the diagonal = calibrated",
+    "accuracy_vs_eps.png": "Accuracy vs eps (grey levels of 255): measured points only; dotted: clean accuracy",
+    "accuracy_vs_severity.png": "Accuracy vs corruption severity: measured points only; dotted: clean accuracy",
 }
+
+
+FULL_WIDTH_PLOTS = ("roc.png", "pr.png", "scores.png", "per_class.png")  # small multiples: the page's width
+
+
+def _confusion_caption(name: str) -> str | None:
+    """``confusion_pgd_eps=0.0314_steps=10.png`` -> ``confusion: pgd eps=8/255, steps=10`` (the file
+    name is a slug of variant and param; eps reads in grey levels)."""
+    import re
+
+    stem = name.removesuffix(".png")
+    if not stem.startswith("confusion_"):
+        return None
+    variant, _, param = stem.removeprefix("confusion_").partition("_")
+    param = re.sub(r"_(?=[A-Za-z]\w*=)", ",", param)
+    return f"confusion: {variant} {param_display(param)}".strip()
 
 
 def _plots(plots: Mapping[str, bytes]) -> str:
@@ -202,8 +315,9 @@ def _plots(plots: Mapping[str, bytes]) -> str:
     other = sorted(n for n in plots if n not in order and n not in conf)
 
     def fig(name: str) -> str:
-        cap = PLOT_CAPTIONS.get(name) or name.removesuffix(".png").replace("_", " ")
-        return f'<figure><img class="plot" src="{data_uri(plots[name])}" alt="{esc(name)}"><figcaption>{esc(cap)}</figcaption></figure>'
+        cap = PLOT_CAPTIONS.get(name) or _confusion_caption(name) or name.removesuffix(".png").replace("_", " ")
+        full = ' class="full"' if name in FULL_WIDTH_PLOTS else ""
+        return f'<figure{full}><img class="plot" src="{data_uri(plots[name])}" alt="{esc(name)}"><figcaption>{esc(cap)}</figcaption></figure>'
 
     out = ""
     if order:
@@ -273,16 +387,35 @@ def _example_cell(run: "RunData", file: str, label: str, correct: bool | None, *
     return f'<td><img class="example" src="{data_uri(png)}" alt="{esc(file)}"><span{cls}>{text}</span>{extra}</td>'
 
 
+def _thumb_cell(run: "RunData", thumbs: Mapping[tuple[str, str], str], path: str, variant: str) -> str:
+    file = thumbs.get((path, variant))
+    try:
+        png = (run.path / "examples" / "thumbs" / Path(file).name).read_bytes() if file else None
+    except OSError:
+        png = None
+    if png is None:
+        return '<td class="muted">-</td>'
+    return f'<td><img class="thumb" src="{data_uri(png)}" alt="{esc(path)}"></td>'
+
+
 def _image_lists(run: "RunData") -> str:
+    """Misclassified clean images and flips, with thumbnails kept by the evaluation (``-`` when the
+    run kept none for that image: older runs, or a flip outside the collector's candidates)."""
+    from robustlab.reporting.tables import param_display
+
     wrong = run.misclassified_clean(MAX_LISTED_IMAGES)
     flips = run.flipped(MAX_LISTED_IMAGES)
+    thumbs: dict[tuple[str, str], str] = {}
+    for th in (run.examples or {}).get("thumbs") or []:
+        shown = "clean" if th["set"] == "clean" else f"{th['variant']} {param_display(th['param'])}".strip()
+        thumbs[(str(th["path"]), shown)] = th["file"]
     out = ""
     if wrong:
-        body = "".join(f"<tr><td>{esc(p)}</td><td>{esc(lbl)}</td><td>{s:.4f}</td></tr>" for p, lbl, s in wrong)
-        out += f'<h3>Misclassified clean images (most confident first, up to {MAX_LISTED_IMAGES})</h3><table class="images"><tr><th>Image</th><th>True</th><th>Score</th></tr>{body}</table>'
+        body = "".join(f"<tr>{_thumb_cell(run, thumbs, p, 'clean')}<td>{esc(p)}</td><td>{esc(lbl)}</td><td>{s:.4f}</td></tr>" for p, lbl, s in wrong)
+        out += f'<h3>Misclassified clean images (most confident first, up to {MAX_LISTED_IMAGES})</h3><table class="images" id="misclassified"><tr><th></th><th>Image</th><th>True</th><th>Score</th></tr>{body}</table>'
     if flips:
-        body = "".join(f"<tr><td>{esc(p)}</td><td>{esc(lbl)}</td><td>{esc(v)}</td><td>{a:.4f}</td><td>{b:.4f}</td></tr>" for p, lbl, v, a, b in flips)
-        out += f'<h3>Images right when clean and wrong under a variant (largest score change first, up to {MAX_LISTED_IMAGES})</h3><table class="images"><tr><th>Image</th><th>True</th><th>Variant</th><th>Clean score</th><th>Score</th></tr>{body}</table>'
+        body = "".join(f"<tr>{_thumb_cell(run, thumbs, p, v)}<td>{esc(p)}</td><td>{esc(lbl)}</td><td>{esc(v)}</td><td>{a:.4f}</td><td>{b:.4f}</td></tr>" for p, lbl, v, a, b in flips)
+        out += f'<h3>Images right when clean and wrong under a variant (largest score change first, up to {MAX_LISTED_IMAGES}; thumbnail: the delivered image)</h3><table class="images" id="flipped"><tr><th></th><th>Image</th><th>True</th><th>Variant</th><th>Clean score</th><th>Score</th></tr>{body}</table>'
     return f"<h2>Images</h2>{out}" if out else ""
 
 
@@ -357,7 +490,7 @@ def render_html(
         cls = "pass" if policy.passed else "fail"
         verdict = f"Policy {esc(policy.policy.name)}: {len(policy.results)} rules passed" if policy.passed else f"Policy {esc(policy.policy.name)} FAILED: {len(policy.failed)} of {len(policy.results)} rules"
         parts.append(f'<div class="banner {cls}" id="verdict">{verdict}</div>')
-    parts.append(_cards(run.rows))
+    parts.append(_cards(run))
     parts.append("<h2>Summary</h2>" + _summary(run))
     if policy is not None:
         parts.append(_policy(policy))
@@ -367,8 +500,9 @@ def render_html(
     parts.append(f'<p class="muted">Predicted {esc(det.get("positive", "fake"))} when score &ge; {esc(run.info.get("threshold"))}. '
                  "Adversarial rows are the attacked subset; mixed rows are all clean images plus the adversarial ones. "
                  "L&infin; / L2: mean realized perturbation of the delivered uint8 images, in grey levels.</p>")
+    clean_row = next((r for r in run.rows if r["set"] == "clean"), None)
     for i, (heading, group) in enumerate(group_rows(run.rows)):
-        parts.append(f"<h3>{esc(heading)}</h3>" + metrics_table(group, table_id=f"table-{i}"))
+        parts.append(f"<h3>{esc(heading)}</h3>" + metrics_table(group, table_id=f"table-{i}", clean=clean_row, attacked=run.info.get("attacked")))
     if run.reference_rows:
         t = run.reference_rows[0].get("threshold")
         parts.append(f"<h3>The same sets at threshold {esc(t)}</h3>" + metrics_table(run.reference_rows, table_id="table-reference"))

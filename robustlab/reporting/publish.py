@@ -113,6 +113,7 @@ class ReportOutcome:
     policy: PolicyReport | None = None
     comparison: list[RowComparison] | None = None
     markdown: str | None = None  # the metrics.md written, when md was among the formats
+    baseline: Path | None = None  # the baseline run folder, when one was compared
 
     @property
     def passed(self) -> bool:
@@ -140,24 +141,41 @@ def _markdown(run: RunData, plan: ReportPlan, policy: PolicyReport | None, compa
     return text
 
 
-def _json(run: RunData, plan: ReportPlan, policy: PolicyReport | None, comparison: list[RowComparison] | None) -> str:
+def json_document(run: RunData, policy: PolicyReport | None = None, comparison: list[RowComparison] | None = None, baseline: "str | Path | None" = None) -> dict[str, Any]:
+    """The run as one JSON-ready dict (report.json, and ``--json`` on stdout): rows, the verdict
+    (``"pass"`` / ``"fail"``, or None without a policy), policy results, baseline deltas, run folder."""
     from robustlab import __version__
-    from robustlab.runs import to_json
 
     det = run.info.get("detector") or {}
-    doc: dict[str, Any] = {
+    return {
         "robustlab": __version__,
-        "run": str(run.path),
+        "run": str(run.display_path),
         "detector": det.get("name"),
         "data": (run.info.get("data") or {}).get("root"),
         "threshold": run.info.get("threshold"),
+        "verdict": None if policy is None else ("pass" if policy.passed else "fail"),
         "rows": run.rows,
         "policy": None if policy is None else policy.to_dict(),
         "baseline": None
-        if comparison is None or plan.baseline is None
-        else {"run": str(plan.baseline.path), "regressed": sum(c.regressed for c in comparison), "rows": [c.to_dict() for c in comparison]},
+        if comparison is None or baseline is None
+        else {"run": str(baseline), "regressed": sum(c.regressed for c in comparison), "rows": [c.to_dict() for c in comparison]},
     }
-    return to_json(doc)
+
+
+def outcome_json(run_dir: "str | os.PathLike", outcome: "ReportOutcome | None" = None) -> str:
+    """``--json`` output of evaluate / attack / report: :func:`json_document` of a finished run folder."""
+    from robustlab.runs import to_json
+
+    run = load_run_data(run_dir, predictions=False, plots=False)
+    policy = None if outcome is None else outcome.policy
+    comparison = None if outcome is None else outcome.comparison
+    return to_json(json_document(run, policy, comparison, None if outcome is None else outcome.baseline))
+
+
+def _json(run: RunData, plan: ReportPlan, policy: PolicyReport | None, comparison: list[RowComparison] | None) -> str:
+    from robustlab.runs import to_json
+
+    return to_json(json_document(run, policy, comparison, None if plan.baseline is None else plan.baseline.path))
 
 
 def report_run(
@@ -210,7 +228,7 @@ def report_run(
         text = texts[fmt]()
         markdown = text if fmt == "md" else markdown
         written.append(atomic_write_text(target / FORMAT_FILES[fmt], text))
-    return ReportOutcome(written, verdict, comparison, markdown)
+    return ReportOutcome(written, verdict, comparison, markdown, None if plan.baseline is None else plan.baseline.path)
 
 
 def write_run_html(folder: "str | os.PathLike", info: dict[str, Any], *, final: "str | os.PathLike | None" = None) -> Path | None:

@@ -226,11 +226,7 @@ def _read_plots(folder: Path) -> dict[str, bytes]:
 def _rebuild_plots(run: RunData) -> None:
     """Draw the standard plots a run folder lacks (from rows and predictions) into ``run.plots``."""
     from robustlab.metrics import confusion
-    from robustlab.reporting.plots import (
-        plot_accuracy_vs_param,
-        plot_confusion,
-        plot_roc_pr,
-    )
+    from robustlab.reporting.plots import ScoreSet, plot_accuracy_vs_param, plot_confusion, plot_score_sets
 
     want_curves = not ({"roc.png", "pr.png"} <= set(run.plots))
     want_conf = "confusion_clean.png" not in run.plots
@@ -247,12 +243,12 @@ def _rebuild_plots(run: RunData) -> None:
                 if s != "mixed":
                     groups.append((s, v, p, g))
             groups.sort(key=lambda item: item[0] != "clean")
-            curves = {("clean" if s == "clean" else f"{v} {p}".strip()): (g["label"].to_numpy(), g["score"].to_numpy()) for s, v, p, g in groups[:9]}
-            if want_curves and curves:
-                plot_roc_pr(curves, t / "roc.png", t / "pr.png", threshold=run.threshold)
+            sets = [ScoreSet(s, v, p, g["label"].to_numpy(), g["score"].to_numpy()) for s, v, p, g in groups]
+            neg, pos = run._label_names()
+            if want_curves and sets:
+                plot_score_sets(sets, t, threshold=run.threshold, labels=(neg, pos), clean_ece=next((r.get("ece") for r in run.rows if r["set"] == "clean"), None))
             clean = df[df["set"] == "clean"]
             if want_conf and len(clean):
-                neg, pos = run._label_names()
                 m = confusion(clean["label"].to_numpy(), clean["pred"].to_numpy())
                 plot_confusion(m, t / "confusion_clean.png", title=f"clean (threshold {run.threshold:g})", labels=(neg, pos))
         if want_acc:

@@ -11,8 +11,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import numpy as np
-
 from robustlab.data import Dataset
 from robustlab.enums import SetKind
 from robustlab.metrics import confusion, predict
@@ -86,23 +84,24 @@ def write_tables(folder: RunFolder, result: EvaluationResult, data: Dataset, *, 
     return markdown
 
 
-def write_plots(folder: RunFolder, result: EvaluationResult, *, max_curve_sets: int = 8) -> None:
-    """ROC / PR curves, confusion matrices and accuracy vs eps / severity into ``folder/plots``."""
-    from robustlab.reporting.plots import plot_accuracy_vs_param, plot_confusion, plot_roc_pr
+def write_plots(folder: RunFolder, result: EvaluationResult) -> None:
+    """Every plot into ``folder/plots``: ROC / PR curves of all sets (small multiples per family),
+    score histograms, the reliability diagram, accuracy per class, confusion matrices and accuracy
+    vs eps / severity (:mod:`robustlab.reporting.plots`)."""
+    from robustlab.reporting.plots import ScoreSet, plot_accuracy_vs_param, plot_confusion, plot_score_sets
     from robustlab.reporting.tables import param_display, slug
 
     threshold = result.info.threshold
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {"clean": (result.y, result.scores)}
-    for o in result.outcomes[:max_curve_sets]:
-        if o.n:
-            curves[f"{o.variant.variant} {o.variant.param}".strip()] = (o.y, o.scores)
+    sets = [ScoreSet("clean", "none", "", result.y, result.scores)]
+    sets += [ScoreSet(str(o.variant.kind), o.variant.variant, o.variant.param, o.y, o.scores) for o in result.outcomes if o.n]
     chosen: dict[str, Any] = {}
     sel = result.threshold_selection
     if sel is not None:
         chosen = {"val_curve": (sel.y, sel.scores), "reference_threshold": result.info.threshold_selection["default_threshold"], "threshold_label": f"{sel.strategy} on validation"}
-    plot_roc_pr(curves, folder.path("plots/roc.png"), folder.path("plots/pr.png"), threshold=threshold, **chosen)
     pos = result.info.detector["positive"]
     labels = ("real" if pos == "fake" else "fake", pos)
+    clean_row = next((r.to_dict() for r in result.rows if r.set == SetKind.CLEAN.value), {})
+    plot_score_sets(sets, folder.path("plots"), threshold=threshold, labels=labels, clean_ece=clean_row.get("ece"), **chosen)
     plot_confusion(confusion(result.y, predict(result.scores, threshold)), folder.path("plots/confusion_clean.png"), title=f"clean (threshold {threshold:g})", labels=labels)
     for o in result.attacked():
         if o.n:
@@ -119,7 +118,6 @@ def write_run_folder(
     *,
     examples: "ExampleCollector | None" = None,
     plan: "ReportPlan | None" = None,
-    max_curve_sets: int = 8,
     sections: Sequence[str] = (),
 ) -> WrittenRun:
     """Write the whole run folder from ``result`` and commit it (``run.json`` last).
@@ -135,7 +133,7 @@ def write_run_folder(
         result = replace(result, info=replace(result.info, corruption_summary=corruption_summary(result.rows)))
     info = result.info.to_dict()
     markdown = write_tables(folder, result, data, sections=sections)
-    write_plots(folder, result, max_curve_sets=max_curve_sets)
+    write_plots(folder, result)
     if examples is not None:
         examples.write(folder, threshold=result.info.threshold, paths=data.paths, positive=result.info.detector["positive"])
     outcome = None
