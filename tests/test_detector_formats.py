@@ -201,3 +201,9 @@ def test_check_differentiable_refuses_external_models_before_any_gradient(onnx_s
             call(det)
         line = err.value.one_line()
         assert "need input gradients" in line and "square:eps=8/255" in line and "hsj:queries" in line
+
+
+def test_inspect_an_onnx_detector(onnx_spec, data_folder):
+    res = run("inspect", str(onnx_spec), str(data_folder))
+    assert res.exit_code == 0, res.output
+    assert "ONNX model" in res.output and "onnxruntime" in res.output and "sigmoid" in res.output

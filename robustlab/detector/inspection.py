@@ -489,7 +489,7 @@ def format_report(report: Mapping[str, Any]) -> str:
     if f:
         size = f["size_bytes"]
         human = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
-        kind = {"h5": "HDF5 model", "keras": "Keras .keras archive", "json": "architecture JSON", "savedmodel": "TensorFlow SavedModel"}[f["format"]]
+        kind = {"h5": "HDF5 model", "keras": "Keras .keras archive", "json": "architecture JSON", "savedmodel": "TensorFlow SavedModel", "onnx": "ONNX model"}[f["format"]]
         row("file", f"{f['path']}  ({kind}, {human}, saved by {f['saved_by']})")
         parts = [f"{f['layers']} layers"] if f.get("layers") else []
         if f.get("nested_models"):

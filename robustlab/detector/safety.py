@@ -78,9 +78,12 @@ class ModelFile:
     other_code: list[str] = field(default_factory=list)  # bytecode found outside Lambda functions
     graph_ops: list["GraphOp"] = field(default_factory=list)  # SavedModel ops outside the allow-list
     has_weights: bool = True
+    producer: str | None = None  # an ONNX file's producer_name (and IR version)
 
     @property
     def saved_by(self) -> str:
+        if self.producer:
+            return self.producer
         if not self.keras_version:
             return "unknown Keras version"
         major = self.keras_version.split(".")[0]
@@ -192,6 +195,11 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
         mf.has_weights = False
     elif fmt == "savedmodel":
         mf.graph_ops = scan_saved_model_graph(path)
+        return mf
+    elif fmt == "onnx":
+        onnx_file = scan_onnx(path)
+        mf.producer = f"{onnx_file.producer or 'an unknown producer'} (ONNX IR {onnx_file.ir_version})"
+        mf.layer_count = mf.top_layers = onnx_file.nodes
         return mf
     if mf.config is not None:
         if not isinstance(mf.config, Mapping) or "class_name" not in mf.config:
