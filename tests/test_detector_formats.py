@@ -209,3 +209,13 @@ def test_inspect_an_onnx_detector(onnx_spec, data_folder):
     res = run("inspect", str(onnx_spec), str(data_folder))
     assert res.exit_code == 0, res.output
     assert "ONNX model" in res.output and "onnxruntime" in res.output and "sigmoid" in res.output
+
+
+def test_inspect_a_python_scorer_imports_it_only_with_trust(tmp_path, data_folder, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = spec_file(tmp_path, write_scorer(tmp_path, "rl_scorer_inspect"), input_size="[32, 32]")
+    trusted = run("inspect", str(spec), str(data_folder), "--trust-model")
+    assert trusted.exit_code == 0, trusted.output
+    assert "Python function" in trusted.output and "rl_scorer_inspect:score" in trusted.output
+    untrusted = run("inspect", str(spec))
+    assert "--trust-model" in untrusted.output and "loaded        no" in untrusted.output

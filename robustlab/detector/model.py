@@ -39,7 +39,7 @@ class ExternalModel(ABC):
 
         if tf.executing_eagerly():
             return tf.constant(self.run(np.asarray(x, np.float32)))
-        out = tf.numpy_function(lambda a: self.run(a), [x], tf.float32, stateful=False)
+        out = tf.numpy_function(self.run, [x], tf.float32, stateful=False)
         out.set_shape((None, None))
         return out
 

@@ -147,6 +147,8 @@ def scan_model_file(path: "str | Path", fmt: str) -> ModelFile:
     weights, or a JSON that is not a Keras model config.
     """
     path = Path(path)
+    if fmt == "python":  # a "module:function" scorer: no file; importing it is load_detector's, with trust
+        return ModelFile(path=path, format=fmt, size_bytes=0, producer="a Python module (imported only with --trust-model)")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
     mf = ModelFile(path=path, format=fmt, size_bytes=size)
     if fmt == "h5":

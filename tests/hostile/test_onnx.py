@@ -124,7 +124,7 @@ def test_a_scorer_without_input_size_is_refused(on_path, data, tmp_path):
     ],
 )
 def test_a_scorer_returning_garbage_is_one_line_naming_the_function(on_path, data, tmp_path, body, needle, request):
-    module = "rl_hostile_" + request.node.callspec.id.replace("-", "_")
+    module = "rl_hostile_returns_" + request.node.callspec.id.replace("-", "_")
     ref = write_scorer(on_path, module, f"import numpy as np\n\n\ndef score(x):\n{body}\n")
     res = evaluate(spec_file(tmp_path, ref, input_size="[32, 32]"), data, tmp_path, "--trust-model")
     assert_one_line_error(res, ref, needle)
