@@ -219,3 +219,9 @@ def test_inspect_a_python_scorer_imports_it_only_with_trust(tmp_path, data_folde
     assert "Python function" in trusted.output and "rl_scorer_inspect:score" in trusted.output
     untrusted = run("inspect", str(spec))
     assert "--trust-model" in untrusted.output and "loaded        no" in untrusted.output
+
+
+def test_robustlab_attack_on_onnx_is_refused_naming_square_and_hsj(onnx_spec, data_folder, tmp_path):
+    res = run("attack", str(onnx_spec), str(data_folder), "--method", "fgsm", "--eps", "0.03", "--out", str(tmp_path / "adv"))
+    assert_one_line_error(res, "need input gradients", "square", "hsj")
+    assert not (tmp_path / "adv").exists()

@@ -675,6 +675,10 @@ def _output_classes(spec: DetectorSpec, units: int, encoder: Path | None, encode
 def load_detector(detector: "str | os.PathLike | DetectorSpec", *, trust_model: bool = False, **overrides: Any) -> Detector:
     """Load a detector from a spec YAML, a bare model path, or a :class:`DetectorSpec`.
 
+    Keras formats and SavedModels load through :func:`_load_model`; ``.onnx`` files and
+    ``"module:function"`` scorers through ``_EXTERNAL_LOADERS`` (the same spec keys, checks and
+    :class:`Detector`, without gradients).
+
     ``overrides`` are spec keys (``input_size``, ``scale``, ``color``, ``output``, ``classes``,
     ``positive``, ``threshold``, ``resize``, ``weights``, ``name``); ``None`` values are ignored.
     """

@@ -142,7 +142,8 @@ def _last_dense(model: Any) -> tuple[Any | None, str | None]:
 
 @dataclass
 class Detector:
-    """A loaded detector: the model, its spec and the differentiable [0,1]-RGB -> logits wrapper."""
+    """A loaded detector: the model, its spec and the [0,1]-RGB -> logits wrapper (differentiable
+    unless the model is an :class:`ExternalModel`)."""
 
     spec: DetectorSpec
     model: Any
