@@ -126,6 +126,7 @@ def test_onnx_layouts_class_orders_and_the_python_scorer_give_one_score(tmp_path
     assert py.describe()["format"] == "python" and py.describe()["spec"]["model"] == "rl_scorer_same:score"
     real = load_detector(spec_file(tmp_path, "nchw.onnx", scale="'0-1'", positive="real"))
     assert np.allclose(real.scores(x), 1.0 - scores["nchw-sigmoid"], atol=1e-5)
+    assert load_detector(py.spec, trust_model=True, threshold=0.7).threshold == 0.7  # a spec round trip keeps it loadable
     says_real = load_detector(spec_file(tmp_path, "rl_scorer_same:score", input_size="[32, 32]", classes="[real]"), trust_model=True)
     assert np.allclose(says_real.scores(x), 1.0 - scores["python"], atol=1e-6)  # classes: [real]: it returns P(real)
 

@@ -377,8 +377,14 @@ _ONNX_ACTIVATIONS = {"Sigmoid": "sigmoid", "Softmax": "softmax", "Gemm": "linear
 
 
 def _refuse_keys(spec: DetectorSpec, keys: tuple[str, ...], what: str) -> None:
-    """A one-line RobustlabError when the spec says one of ``keys``, which do not apply to ``what``."""
-    said = [k for k in keys if k in spec.said]
+    """A one-line RobustlabError when the spec sets one of ``keys`` (to other than its default),
+    which do not apply to ``what``. Values, not the keys said: a spec round-tripped through
+    ``to_dict`` says every key."""
+    from robustlab.detector.spec import DEFAULT_SCALE
+    from robustlab.enums import ColorOrder
+
+    unset = {"color": ColorOrder.RGB, "scale": DEFAULT_SCALE, "custom_objects": ()}
+    said = [k for k in keys if getattr(spec, k) != unset.get(k)]
     if said:
         raise RobustlabError(
             f"{', '.join(said)} does not apply to {what}",
