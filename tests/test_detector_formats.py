@@ -13,11 +13,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx  # the test extra has onnx and onnxruntime: a missing one fails, never skips
 import pytest
 from conftest import SIZE, assert_one_line_error, make_images, run, write_class_folder
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
 SCORER = '''
 import numpy as np

@@ -5,12 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import onnx  # the test extra has onnx and onnxruntime: a missing one fails, never skips
 import pytest
 from conftest import assert_one_line_error, make_images, run, write_class_folder
 from test_detector_formats import onnx_checkerboard, spec_file, write_scorer
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture
