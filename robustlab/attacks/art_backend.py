@@ -230,12 +230,19 @@ BLACK_BOX_FIX = (
 )
 
 
+NO_GRADIENT_FIX = "use a black-box attack, which needs only scores: square (e.g. --attack square:eps=8/255,queries=5000) or hsj (e.g. --attack hsj:queries=1000)"
+
+
 def check_differentiable(detector: "Detector") -> None:
-    """Raise a one-line RobustlabError saying why when the detector has no usable input gradient."""
+    """Raise a one-line RobustlabError saying why when the detector has no usable input gradient
+    (an ONNX or Python-scorer detector has none by construction: the line names square and hsj)."""
     import tensorflow as tf
 
     h, w = detector.input_size
     thing = str(detector.spec.source or detector.spec.model)
+    if not detector.differentiable:
+        runs = {"onnx": "an ONNX model run by ONNX Runtime", "python": "a Python scorer"}.get(str(detector.info.get("format")), "a model run outside TensorFlow")
+        raise RobustlabError(f"white-box attacks (fgsm, pgd, apgd, auto) need input gradients, and this detector is {runs}, which has none", thing=thing, fix=NO_GRADIENT_FIX)
     from robustlab._tf import gradient_kernel_hazard
 
     hazard = gradient_kernel_hazard(detector.model)
@@ -324,7 +331,9 @@ class QueryCounter:
 
         h, w = detector.input_size
         logits = DecisionLogits(detector)
-        self.forward = tf.function(lambda x: logits(x, False), input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)], reduce_retracing=True, autograph=False)
+        forward = lambda x: logits(x, False)  # noqa: E731
+        # numpy underneath (ONNX, a Python scorer): eager, so that its errors stay one-line RobustlabErrors
+        self.forward = forward if not detector.differentiable else tf.function(forward, input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)], reduce_retracing=True, autograph=False)
         self.images = 0
         self.seconds = 0.0
 

@@ -411,7 +411,7 @@ def inspect_detector(
     report["spec_file"] = str(spec.source) if spec.source else None
     report["model"] = str(spec.model)
     try:
-        if not spec.model.exists():
+        if spec.scorer is None and not spec.model.exists():
             raise RobustlabError("model file not found", thing=spec.model, fix="fix `model:` in the spec (relative paths are relative to the spec file)")
         fmt = detect_format(spec.model)
         report["file"] = {"path": str(spec.model), **scan_model_file(spec.model, fmt).describe()}
@@ -489,12 +489,12 @@ def format_report(report: Mapping[str, Any]) -> str:
     if f:
         size = f["size_bytes"]
         human = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
-        kind = {"h5": "HDF5 model", "keras": "Keras .keras archive", "json": "architecture JSON", "savedmodel": "TensorFlow SavedModel"}[f["format"]]
+        kind = {"h5": "HDF5 model", "keras": "Keras .keras archive", "json": "architecture JSON", "savedmodel": "TensorFlow SavedModel", "onnx": "ONNX model", "python": "Python function"}[f["format"]]
         row("file", f"{f['path']}  ({kind}, {human}, saved by {f['saved_by']})")
         parts = [f"{f['layers']} layers"] if f.get("layers") else []
         if f.get("nested_models"):
             parts.append("nested models: " + ", ".join(f["nested_models"]))
-        row("contents", "; ".join(parts) or "(a TensorFlow graph)")
+        row("contents", "; ".join(parts) or ("(Python code)" if f["format"] == "python" else "(a TensorFlow graph)"))
         for la in f.get("lambda_layers", []):
             row("", f"Lambda layer {la['name']}: {la['function']}" + (" (Python bytecode)" if la["bytecode"] else ""))
         for c in f.get("custom_classes", []):

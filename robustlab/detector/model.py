@@ -1,18 +1,134 @@
 """The loaded detector: preprocessing inside the graph, binary logits from any output head, score = P(fake).
+
+A Keras model, a SavedModel layer, or an :class:`ExternalModel` run outside TensorFlow (an ONNX
+Runtime session, a trusted Python scorer): one :class:`Detector` type over all of them; only the
+first two are differentiable (``Detector.differentiable``).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from robustlab.detector.spec import IMAGENET_MEAN, IMAGENET_STD, DetectorSpec
 from robustlab.enums import ColorOrder, OutputKind, Scale
+from robustlab.errors import RobustlabError
+
+
+class ExternalModel(ABC):
+    """A model robustlab runs outside TensorFlow, callable like a Keras model on a float32 tensor.
+
+    ``model(x, training=False)``: float32 (N, H, W, 3) -> float32 (N, units), computed in numpy by
+    :meth:`run` (eagerly; inside a ``tf.function`` through ``tf.numpy_function``). No gradient
+    flows through it: white-box attacks are refused, square and hsj query it.
+    """
+
+    differentiable = False
+    takes_preprocessed = True  # False: gets the [0, 1] RGB image, the spec's color/scale do not apply
+    last_activation: str | None = None  # "sigmoid" | "softmax" | "linear" when the graph says so
+
+    @abstractmethod
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, H, W, 3) model input -> float32 (N, units) model output."""
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        import tensorflow as tf
+
+        if tf.executing_eagerly():
+            return tf.constant(self.run(np.asarray(x, np.float32)))
+        out = tf.numpy_function(self.run, [x], tf.float32, stateful=False)
+        out.set_shape((None, None))
+        return out
+
+
+class OnnxModel(ExternalModel):
+    """An ONNX Runtime session over one image input, NHWC or NCHW (read from the graph's input shape).
+
+    ``run`` takes the preprocessed NHWC batch, transposes it for an NCHW graph, casts it to the
+    input's dtype and runs the session, in chunks of the graph's fixed batch size when it has one
+    (the last chunk padded and cut).
+    """
+
+    def __init__(self, session: Any, path: Path, *, layout: str, dtype: Any, batch: int | None, last_activation: str | None):
+        self.session = session
+        self.path = path
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        self.layout = layout
+        self.dtype = np.dtype(dtype)
+        self.batch = batch
+        self.last_activation = last_activation
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if self.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        step = self.batch or max(len(x), 1)
+        outs = []
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            n = len(chunk)
+            if self.batch and n < self.batch:
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n, *chunk.shape[1:]), chunk.dtype)])
+            try:
+                out = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are one class per cause
+                text = " ".join(str(exc).split())[:200]
+                raise RobustlabError(f"ONNX Runtime failed on the model: {text}", thing=self.path, fix="check input_size and the model's input shape") from None
+            outs.append(np.asarray(out, np.float32).reshape(len(chunk), -1)[:n])
+        return np.concatenate(outs) if outs else np.zeros((0, 1), np.float32)
+
+
+class PythonScorer(ExternalModel):
+    """A trusted Python function ``f(x uint8 (N, H, W, 3) RGB) -> P(fake) (N,)``, checked on every call.
+
+    ``run`` gets the [0, 1] image (``takes_preprocessed`` is False: the function does its own
+    preprocessing), rounds it back to uint8 exactly and returns float32 (N, 1).
+    """
+
+    takes_preprocessed = False
+    last_activation = "sigmoid"  # the function returns a probability
+
+    def __init__(self, ref: str, function: Callable[[np.ndarray], Any]):
+        self.ref = ref
+        self.function = function
+
+    def score(self, x_uint8: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) -> float64 (N,) in [0, 1], or a one-line RobustlabError naming the function."""
+        n = len(x_uint8)
+        fix = f"make {self.ref} return N probabilities in [0, 1] (a float array of shape (N,)) for N uint8 RGB images"
+        try:
+            out = self.function(x_uint8)
+        except Exception as exc:  # noqa: BLE001 - the user's code: any failure is reported in one line
+            text = " ".join(str(exc).split())[:160]
+            raise RobustlabError(f"the scorer raised {exc.__class__.__name__}: {text}", thing=self.ref, fix=f"fix {self.ref}") from None
+        try:
+            p = np.asarray(out, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise RobustlabError(f"the scorer returned {type(out).__name__}, not numbers", thing=self.ref, fix=fix) from None
+        if p.shape not in ((n,), (n, 1)):
+            raise RobustlabError(f"the scorer returned shape {p.shape} for {n} images", thing=self.ref, fix=fix)
+        p = p.reshape(n)
+        if not np.isfinite(p).all():
+            raise RobustlabError(f"the scorer returned {int((~np.isfinite(p)).sum())} NaN or infinite value(s) for {n} images", thing=self.ref, fix=fix)
+        if ((p < 0) | (p > 1)).any():
+            raise RobustlabError(f"the scorer returned values outside [0, 1] (min {p.min():.4g}, max {p.max():.4g})", thing=self.ref, fix=fix)
+        return p
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        x_uint8 = np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
+        return self.score(x_uint8).astype(np.float32).reshape(-1, 1)
 
 
 def _last_dense(model: Any) -> tuple[Any | None, str | None]:
-    """The final layer if it is Dense/Activation, with its activation name."""
+    """The final layer if it is Dense/Activation, with its activation name (for an
+    :class:`ExternalModel`: no layer, and the activation its graph ends in, if known)."""
+    if isinstance(model, ExternalModel):
+        return None, model.last_activation
     layers = getattr(model, "layers", None)
     if not layers:
         return None, None
@@ -26,7 +142,8 @@ def _last_dense(model: Any) -> tuple[Any | None, str | None]:
 
 @dataclass
 class Detector:
-    """A loaded detector: the model, its spec and the differentiable [0,1]-RGB -> logits wrapper."""
+    """A loaded detector: the model, its spec and the [0,1]-RGB -> logits wrapper (differentiable
+    unless the model is an :class:`ExternalModel`)."""
 
     spec: DetectorSpec
     model: Any
@@ -52,12 +169,19 @@ class Detector:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def differentiable(self) -> bool:
+        """Whether gradients flow from the logits back to the image (False for ONNX and Python scorers)."""
+        return bool(getattr(self.model, "differentiable", True))
+
     # ---- graph pieces -------------------------------------------------------------
     def preprocess(self, x01: Any) -> Any:
         """float32 (N, H, W, 3) RGB in [0, 1] -> what the model was trained on (tf ops)."""
         import tensorflow as tf
 
         x = tf.cast(x01, tf.float32)
+        if not getattr(self.model, "takes_preprocessed", True):
+            return x  # a Python scorer gets the image itself
         scale = self.spec.scale
         if scale is Scale.UINT8:
             x = x * 255.0
@@ -121,6 +245,8 @@ class Detector:
             raise ValueError(f"expected uint8 images, got {x.dtype}")
         if len(x) == 0:
             return np.zeros((0,), np.float64)
+        if not self.differentiable:  # numpy underneath: eager, so its errors stay one-line RobustlabErrors
+            return np.asarray(self.positive_probability(tf.constant(x.astype(np.float32) / 255.0), False), np.float64).clip(0.0, 1.0)
         return np.asarray(self._score_fn(tf.constant(x)), dtype=np.float64).clip(0.0, 1.0)
 
     def scores_float(self, x01: np.ndarray, batch_size: int = 64) -> np.ndarray:

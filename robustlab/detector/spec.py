@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -40,6 +41,7 @@ CLASS_NAMES = ("real", "fake")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, on [0, 1] pixels
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_SCALE = Scale.UINT8  # what keras.applications models (EfficientNet & co.) expect
+SCORER_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")  # model: "module:function"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,12 @@ class DetectorSpec:
     said: tuple[str, ...] = field(default=(), compare=False)  # keys given explicitly
 
     @property
+    def scorer(self) -> str | None:
+        """``"module:function"`` when ``model:`` names a trusted Python scorer, else None."""
+        text = str(self.model)
+        return text if not self.model.is_absolute() and SCORER_REF.match(text) else None
+
+    @property
     def preprocessing(self) -> Preprocessing:
         """How a file becomes this detector's input image: decoder, alpha / 16-bit / EXIF rules, resize."""
         return Preprocessing(self.resize, self.decode, self.alpha, self.bit16, self.exif)
@@ -90,7 +98,7 @@ class DetectorSpec:
 
         return {
             "name": self.name,
-            "model": p(self.model),
+            "model": self.scorer or p(self.model),
             "weights": p(self.weights),
             "input_size": list(self.input_size) if self.input_size else None,
             "resize": str(self.resize),
@@ -218,7 +226,11 @@ def make_spec(values: Mapping[str, Any], *, base_dir: Path | None = None, source
         v = _text(v, key, thing)
         return (base / v).resolve() if not Path(v).is_absolute() else Path(v)
 
-    model = path("model")
+    raw_model = values.get("model")
+    if isinstance(raw_model, str) and SCORER_REF.match(raw_model.strip()) and not (base / raw_model.strip()).exists():
+        model: Path | None = Path(raw_model.strip())  # a Python scorer "module:function", not a path
+    else:
+        model = path("model")
     if model is None:
         raise RobustlabError("no model given", thing=thing, fix="add `model: path/to/model.keras`")
     positive = _text(values.get("positive", "fake"), "positive", thing).strip().lower()
@@ -261,6 +273,8 @@ def read_spec(detector: str | os.PathLike, overrides: Mapping[str, Any] | None =
     """
     path = Path(detector)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if not path.exists() and SCORER_REF.match(str(detector)):  # a bare "module:function" scorer
+        return make_spec({"model": str(detector), **overrides}, base_dir=Path.cwd())
     if not path.exists():
         raise RobustlabError("no such file or folder", thing=path, fix="give a detector spec (.yaml) or a model file")
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):
