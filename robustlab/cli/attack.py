@@ -19,6 +19,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
+from robustlab.cli.evaluate import bootstrap_option
 
 
 @click.command("attack")
@@ -39,6 +40,7 @@ from robustlab.cli.common import (
 @click.option("--save-images/--no-save-images", default=True, show_default=True, help="Save the delivered adversarial images as PNG under RUN/adversarial/.")
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/attack-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@bootstrap_option
 @detector_options
 @data_options
 @common_options
@@ -71,6 +73,7 @@ def command(
     save_images: bool,
     out: str | None,
     force: bool,
+    bootstrap: int,
     split: str | None,
     class_map: str | None,
     **kwargs: Any,
@@ -116,6 +119,7 @@ def command(
         force=force,
         progress=state.progress,
         command=command_line(),
+        bootstrap=bootstrap,
         log=lambda s: echo_err(state, s),
     )
     click.echo(outcome.markdown)
