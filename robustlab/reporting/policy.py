@@ -144,7 +144,7 @@ class Rule:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?:\s*/\s*(?:\d+(?:\.\d*)?|\.\d+))?\s*%?")
 _VALUE = re.compile(r"[^,\]\s]+")
-_METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.\d+)?(?:@[A-Za-z]+=[0-9./]+%?)?")
+_METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.\d+)?(?:@[A-Za-z]+=\d*\.?\d+(?:/\d+)?%?)?")
 
 
 def canonical_metric(text: str) -> str | None:
