@@ -265,7 +265,7 @@ def _delta(metric: str, d: float | None) -> str:
 
 
 def _title(key: Key) -> str:
-    from robustlab.reporting.baseline import comparison_title
+    from robustlab.reporting.tables import comparison_title
 
     return comparison_title({"set": key[0], "variant": key[1], "param": key[2]})
 

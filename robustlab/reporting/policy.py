@@ -589,6 +589,29 @@ def _straddles(op: str, limit: float, interval: tuple[float, float]) -> bool:
     return op in (">=", "<=", ">", "<") and interval[0] < limit - TOLERANCE and interval[1] > limit + TOLERANCE
 
 
+def _judge(rule: Rule, r: Mapping[str, Any], label: str, name: str, v: float) -> Check:
+    """One row's defined value against the rule: passed / failed by how much, or inconclusive
+    when the row's interval for a plain rule straddles the limit."""
+    ok = OPS[rule.op](v, rule.limit)
+    by = _margin(rule.op, v, rule.limit)
+    ci = _interval(r, rule.metric) if rule.function is None and rule.bound is None else None
+    if ci is not None and _straddles(rule.op, rule.limit, ci):
+        need = needed_sample_size(int(r.get("n") or 0), v, rule.limit, ci)
+        decide = f"about n={need} would decide it" if need is not None else "the value is on the limit: no sample size decides it"
+        msg = f"{name} = {_fmt(v)}, 95% interval [{_fmt(ci[0])}, {_fmt(ci[1])}] straddles the limit {rule.op} {_fmt(rule.limit)}: inconclusive at n={r.get('n')} ({decide})"
+        return Check(label, v, ok, by, msg, inconclusive=True, needed_n=need)
+    if ok:
+        msg = f"{name} = {_fmt(v)} (limit {rule.op} {_fmt(rule.limit)})"
+    elif rule.op in ("==",):
+        msg = f"{name} = {_fmt(v)}, needs == {_fmt(rule.limit)} (off by {_fmt(by)})"
+    elif rule.op == "!=":
+        msg = f"{name} = {_fmt(v)}, needs != {_fmt(rule.limit)}"
+    else:
+        word = "short by" if rule.op in (">=", ">") else "over by"
+        msg = f"{name} = {_fmt(v)}, needs {rule.op} {_fmt(rule.limit)} ({word} {_fmt(max(by, 0.0))})"
+    return Check(label, v, ok, by, msg)
+
+
 def evaluate_rule(rule: Rule, rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapping[str, Any]] | None = None, *, inconclusive: str = "fail") -> RuleResult:
     """Judge one rule against a run's rows (and a baseline's, for ``regression``).
 
@@ -637,26 +660,7 @@ def evaluate_rule(rule: Rule, rows: Sequence[Mapping[str, Any]], baseline_rows: 
                 note = "no interval: the run was evaluated with --bootstrap 0"
             checks.append(Check(label, None, False, None, f"{name} is undefined" + (f" ({note})" if note else "")))
             continue
-        v = float(v)
-        ok = OPS[rule.op](v, rule.limit)
-        by = _margin(rule.op, v, rule.limit)
-        ci = _interval(r, rule.metric) if rule.function is None and rule.bound is None else None
-        if ci is not None and _straddles(rule.op, rule.limit, ci):
-            need = needed_sample_size(int(r.get("n") or 0), v, rule.limit, ci)
-            decide = f"about n={need} would decide it" if need is not None else "the value is on the limit: no sample size decides it"
-            msg = f"{name} = {_fmt(v)}, 95% interval [{_fmt(ci[0])}, {_fmt(ci[1])}] straddles the limit {rule.op} {_fmt(rule.limit)}: inconclusive at n={r.get('n')} ({decide})"
-            checks.append(Check(label, v, ok, by, msg, inconclusive=True, needed_n=need))
-            continue
-        if ok:
-            msg = f"{name} = {_fmt(v)} (limit {rule.op} {_fmt(rule.limit)})"
-        elif rule.op in ("==",):
-            msg = f"{name} = {_fmt(v)}, needs == {_fmt(rule.limit)} (off by {_fmt(by)})"
-        elif rule.op == "!=":
-            msg = f"{name} = {_fmt(v)}, needs != {_fmt(rule.limit)}"
-        else:
-            word = "short by" if rule.op in (">=", ">") else "over by"
-            msg = f"{name} = {_fmt(v)}, needs {rule.op} {_fmt(rule.limit)} ({word} {_fmt(max(by, 0.0))})"
-        checks.append(Check(label, v, ok, by, msg))
+        checks.append(_judge(rule, r, label, name, float(v)))
     if not checks:
         return RuleResult(rule, False, f"{rule.metric} is undefined on every row {rule.selector} selects")
     failed = [c for c in checks if not c.passed and not c.inconclusive]

@@ -57,6 +57,14 @@ def row_title(row: "MetricsRow | Mapping[str, Any]") -> str:
     return f"{kind} {variant} {param}".strip()
 
 
+def comparison_title(row: Mapping[str, Any]) -> str:
+    """The published row title, with the attack named on mixed rows (several sit in one table)."""
+    if row["set"] == "mixed" and row["variant"] not in ("none", ""):
+        p = param_display(row.get("param") or "")
+        return f"(Original + {row['variant'].upper()} Adversarial{f' ({p})' if p else ''}) Images"
+    return row_title(row)
+
+
 def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100.0 * float(v):.2f}%"
 
@@ -102,8 +110,6 @@ def _ci(v: Any, pct: bool = True) -> str:
 
 def operating_point_line(r: Mapping[str, Any]) -> str:
     """One line of the operating-point table (rates as %, EER / Brier / ECE as numbers)."""
-    from robustlab.reporting.baseline import comparison_title
-
     cells = [
         md_escape(comparison_title(r)),
         _pct(r.get("balanced_accuracy")),
