@@ -357,7 +357,7 @@ def bootstrap_intervals(
         c = np.asarray(correct, bool).reshape(-1)
         inv = c.astype(np.int64)  # value 0: wrong, 1: right
         value_right = np.array([[False, False], [True, True]])
-    n_values = int(inv.max()) + 1 if len(inv) else 0
+    n_values = len(value_right)  # distinct scores (or wrong / right), some maybe unused
     rng = np.random.default_rng([int(seed), 0xB007])
     classes = [(label, inv[y == label]) for label in (0, 1) if (y == label).any()]
     both = len(classes) == 2 and y_score is not None

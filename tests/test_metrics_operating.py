@@ -145,3 +145,10 @@ def test_worst_case_row_from_correctness_only():
     assert row.accuracy_ci[0] < 0.6 < row.accuracy_ci[1]
     assert row.auc is None and row.eer is None and row.brier is None and row.auc_ci is None
     assert "built from per-image correctness" in row.note
+
+
+@pytest.mark.parametrize("right", [True, False], ids=["all-right", "all-wrong"])
+def test_worst_case_row_with_a_single_outcome(right: bool):
+    y = np.repeat([0, 1], 10)
+    row = row_from_correct(np.full(20, right), set="worst-case", variant="none", param="", threshold=0.5, y_true=y, bootstrap=100)
+    assert row.accuracy == float(right) and row.accuracy_ci == (float(right), float(right))
