@@ -21,6 +21,7 @@ from robustlab.reporting.policy import (
     load_policy,
     parse_rule,
     policy_from_rules,
+    policy_markdown,
     select_rows,
 )
 
@@ -261,3 +262,86 @@ def test_comparison_marks_regressions_only() -> None:
     assert acc.delta == pytest.approx(-0.2)
     mis = next(d for d in comp[("adversarial", "eps=0.0314")].deltas if d.metric == "misclassified")
     assert mis.delta == 8 and mis.regressed
+
+
+# --------------------------------------------------------------------------- operating points, intervals, inconclusive
+
+
+def interval_rows(n: int = 200, flip: int = 16, bootstrap: int = 1000) -> list[dict]:
+    """clean (n images, ``flip`` wrong: accuracy 1 - flip/n), with bootstrap intervals."""
+    y = np.repeat([0, 1], n // 2)
+    return [metrics_row(y, _scores(y, flip, 0), threshold=0.5, set="clean", bootstrap=bootstrap).to_dict()]
+
+
+def test_operating_point_metrics_and_aliases_parse() -> None:
+    assert parse_rule("clean.tpr@fpr=0.01 >= 0.9").metric == "tpr_at_fpr_0.01"
+    assert parse_rule("clean.tpr@fpr=1% >= 0.9").metric == "tpr_at_fpr_0.01"
+    assert parse_rule("clean.tpr_at_fpr_0.001 >= 0.5").metric == "tpr_at_fpr_0.001"
+    assert parse_rule("clean.fpr@tpr=0.95 <= 0.1").metric == "fpr_at_tpr_0.95"
+    r = parse_rule("pgd[eps=8/255].fake_accuracy >= 0.5")
+    assert (r.selector.name, r.metric, r.bound) == ("pgd", "fake_accuracy", None)
+    r = parse_rule("clean.accuracy.lo >= 0.90")
+    assert (r.metric, r.bound) == ("accuracy", "lo")
+    assert parse_rule("clean.tpr@fpr=0.01.hi <= 1").bound == "hi"
+
+
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("clean.tpr@fpr=0.05 >= 0.9", "unknown metric 'tpr@fpr=0.05'"),
+        ("clean.f1.lo >= 0.9", "'f1' has no interval"),
+        ("clean.accuracy.mid >= 0.9", "expected lo or hi"),
+        ("drop(clean.accuracy.lo) <= 0.1", "takes a metric, not an interval bound"),
+    ],
+    ids=["alias-not-computed", "bound-without-interval", "bad-bound", "bound-in-function"],
+)
+def test_operating_point_syntax_errors(text: str, words: str) -> None:
+    with pytest.raises(RuleSyntaxError) as e:
+        parse_rule(text)
+    assert words in e.value.message
+
+
+def test_new_metrics_and_bounds_are_judged() -> None:
+    rows = interval_rows()
+    clean = rows[0]
+    lo, hi = clean["accuracy_ci"]
+    rep = evaluate_policy(policy_from_rules([f"clean.accuracy.lo >= {lo - 0.001}", f"clean.accuracy.hi <= {hi - 0.001}", "clean.real_accuracy >= 0.5", "clean.eer <= 0.5", "drop(fgsm.eer) <= 0.2"]), rows + make_rows()[1:2])
+    assert [r.status for r in rep.results] == ["passed", "failed", "passed", "passed", "passed"]
+    assert "clean.accuracy.hi" in rep.results[1].message
+    off = interval_rows(bootstrap=0)
+    res = evaluate_policy(policy_from_rules(["clean.accuracy.lo >= 0.5"]), off).results[0]
+    assert not res.passed and "--bootstrap 0" in res.message
+
+
+@pytest.mark.parametrize("mode,passed", [("fail", False), ("pass", True), ("warn", True)])
+def test_straddling_interval_is_inconclusive_with_the_n_that_decides(mode: str, passed: bool) -> None:
+    rows = interval_rows()  # accuracy 0.92 at n=200, interval about +-0.04
+    clean = rows[0]
+    lo, hi = clean["accuracy_ci"]
+    assert lo < 0.91 < hi
+    rep = evaluate_policy(policy_from_rules(["clean.accuracy >= 0.91", "clean.accuracy >= 0.5", "clean.accuracy >= 0.99"]), rows, inconclusive=mode)
+    undecided, clear, failed = rep.results
+    assert undecided.inconclusive and undecided.status == "inconclusive" and undecided.passed is passed
+    assert clear.status == "passed" and failed.status == "failed"  # far from the limit: decided
+    check = undecided.checks[0]
+    h, d = clean["accuracy"] - lo, clean["accuracy"] - 0.91
+    assert check.needed_n == int(np.ceil(200 * (h / d) ** 2)) and check.needed_n > 200
+    assert f"about n={check.needed_n} would decide it" in undecided.message
+    assert rep.to_dict()["rules"][0]["status"] == "inconclusive" and rep.to_dict()["inconclusive"] == 1
+    assert not rep.passed  # the 0.99 rule fails in every mode
+    md = policy_markdown(rep)
+    assert "❔ inconclusive" in md and f"--inconclusive {mode}" in md
+    suite = ET.fromstring(junit_xml(rep).encode("utf-8")).find("testsuite")
+    case = suite.findall("testcase")[0]  # type: ignore[union-attr]
+    if mode == "fail":
+        assert case.find("failure").get("type") == "PolicyInconclusive"  # type: ignore[union-attr]
+    elif mode == "warn":
+        assert case.find("skipped") is not None and suite.get("skipped") == "1"  # type: ignore[union-attr]
+    else:
+        assert case.find("failure") is None and case.find("skipped") is None
+        assert "INCONCLUSIVE" in case.find("system-out").text  # type: ignore[union-attr]
+
+
+def test_without_intervals_rules_are_decided_by_the_value() -> None:
+    rep = evaluate_policy(policy_from_rules(["clean.accuracy >= 0.91"]), interval_rows(bootstrap=0))
+    assert rep.passed and not rep.inconclusive

@@ -37,7 +37,7 @@ def _register() -> None:
         main.add_command(module.command)
     import importlib
 
-    for name in ("attack", "corrupt", "threshold", "adv_train", "report", "inspect", "schema"):
+    for name in ("attack", "corrupt", "threshold", "adv_train", "report", "inspect", "schema", "compare"):
         try:
             module = importlib.import_module(f"robustlab.cli.{name}")
         except ModuleNotFoundError as exc:  # command not part of this build

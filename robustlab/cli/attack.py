@@ -19,6 +19,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
+from robustlab.cli.evaluate import bootstrap_option
 from robustlab.cli.report import json_option
 
 
@@ -43,6 +44,7 @@ from robustlab.cli.report import json_option
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @json_option
 @click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
+@bootstrap_option
 @detector_options
 @data_options
 @common_options
@@ -79,6 +81,7 @@ def command(
     force: bool,
     as_json: bool,
     mlflow_uri: str | None,
+    bootstrap: int,
     split: str | None,
     class_map: str | None,
     **kwargs: Any,
@@ -129,6 +132,7 @@ def command(
         force=force,
         progress=state.progress,
         command=command_line(),
+        bootstrap=bootstrap,
         log=lambda s: echo_err(state, s),
     )
     if not as_json:

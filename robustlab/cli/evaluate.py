@@ -18,8 +18,19 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
-from robustlab.cli.report import json_option
+from robustlab.cli.report import inconclusive_option, json_option
 from robustlab.cli.threshold import threshold_options
+
+
+def bootstrap_option(f: Any) -> Any:
+    return click.option(
+        "--bootstrap",
+        type=click.IntRange(0, 1_000_000),
+        default=1000,
+        show_default=True,
+        metavar="N",
+        help="Bootstrap resamples (stratified, seeded with --seed) for the 95% intervals of accuracy, AUC and TPR@1%FPR on every row; 0: no intervals.",
+    )(f)
 
 
 @click.command("evaluate")
@@ -35,6 +46,8 @@ from robustlab.cli.threshold import threshold_options
 @click.option("--attack-fraction", default=None, metavar="F", help="Share of the set to attack, in (0, 1]: a stratified, seeded subset [default: the suite's, else 1].")
 @click.option("--sanity", is_flag=True, help="Also run a large-eps PGD (64/255, 20 steps) that must drive accuracy near zero; warns when it does not.")
 @click.option("--corruption", "corruptions", multiple=True, metavar="NAME[:SEVERITIES]", help="Add corrupted sets (repeatable): jpeg, blur, resize, noise, social, e.g. jpeg:1-5 or blur:3 (default severities 1-5).")
+@bootstrap_option
+@inconclusive_option
 @threshold_options
 @json_option
 @click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
@@ -95,6 +108,8 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
         force=force,
         progress=state.progress,
         command=command_line(),
+        bootstrap=kwargs.pop("bootstrap"),
+        inconclusive=kwargs.pop("inconclusive"),
     )
     outcome = run(plan, log=lambda s: echo_err(state, s))
     report = outcome.report

@@ -36,13 +36,27 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def inconclusive_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--inconclusive",
+        type=click.Choice(["fail", "pass", "warn"]),
+        default="fail",
+        show_default=True,
+        help="How a policy rule counts when the metric's 95% interval straddles its limit: fail, pass, or warn (passes, with a warning).",
+    )(f)
+
+
 def print_outcome(state: State, outcome: "ReportOutcome", *, as_json: bool = False) -> None:
     """Rule results (one line each) on stdout, or on stderr with ``as_json``; then "policy passed:
     N of N rules" when it passed (a failure's summary is the PolicyFailed message), the baseline
     verdict and the files written on stderr."""
     if outcome.policy is not None:
+        from robustlab.reporting.policy import status_word
+
         for r in outcome.policy.results:
-            click.echo(f"{'PASS' if r.passed else 'FAIL'}  {r.rule.text}: {r.message}", err=as_json)
+            click.echo(f"{status_word(r)}  {r.rule.text}: {r.message}", err=as_json)
+        if outcome.policy.passed and outcome.policy.inconclusive and outcome.policy.inconclusive_mode == "warn":
+            echo_err(state, f"robustlab: warning: {len(outcome.policy.inconclusive)} policy rule(s) inconclusive (--inconclusive warn)")
     if outcome.comparison is not None:
         n = sum(c.regressed for c in outcome.comparison)
         echo_err(state, f"robustlab: against the baseline: {n} of {len(outcome.comparison)} rows worse" if n else f"robustlab: against the baseline: no row worse ({len(outcome.comparison)} rows)")
@@ -57,6 +71,7 @@ def print_outcome(state: State, outcome: "ReportOutcome", *, as_json: bool = Fal
 @click.option("--baseline", type=click.Path(), help="Another finished run of the same suite on the same data: adds a side-by-side table with deltas and enables regression() rules.")
 @click.option("--policy", type=click.Path(), help="Policy YAML (rules: ...); exit 1 when a rule fails, and junit.xml gets one test case per rule.")
 @format_option
+@inconclusive_option
 @click.option("--out", type=click.Path(), help="Folder for the reports (default: the run folder itself).")
 @json_option
 @common_options
@@ -70,7 +85,7 @@ cat runs/pr/metrics.md >> "$GITHUB_STEP_SUMMARY"
 """
 )
 @pass_state
-def command(state: State, run: str, baseline: str | None, policy: str | None, formats: str | None, out: str | None, as_json: bool) -> None:
+def command(state: State, run: str, baseline: str | None, policy: str | None, formats: str | None, inconclusive: str, out: str | None, as_json: bool) -> None:
     """Write reports for the finished run folder RUN (no model needed).
 
     report.html is one self-contained page (plots and example images inlined); metrics.md is fit for
@@ -82,7 +97,7 @@ def command(state: State, run: str, baseline: str | None, policy: str | None, fo
     from robustlab.errors import PolicyFailed
     from robustlab.reporting.publish import plan_report, report_run
 
-    plan = plan_report(policy=policy, baseline=baseline, formats=formats)
+    plan = plan_report(policy=policy, baseline=baseline, formats=formats, inconclusive=inconclusive)
     outcome = report_run(run, plan, out=out)
     print_outcome(state, outcome, as_json=as_json)
     if as_json:

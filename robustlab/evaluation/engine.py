@@ -25,7 +25,7 @@ from robustlab.data import Dataset
 from robustlab.detector.model import Detector
 from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
-from robustlab.metrics import MetricsRow, metrics_row, predict, row_from_correct
+from robustlab.metrics import DEFAULT_BOOTSTRAP, MetricsRow, metrics_row, predict, row_from_correct
 from robustlab.progress import batch_progress, set_variant_stage
 from robustlab.results import BatchRecord, Delivery, EvaluationResult, Hook, RunInfo, SelectiveVariant, Variant, VariantOutcome
 from robustlab.runs import versions
@@ -34,13 +34,27 @@ from robustlab.sampling import stratified_subset
 Check = Callable[[EvaluationResult], list[str]]
 
 
-def build_rows(y: np.ndarray, scores: np.ndarray, idx: np.ndarray, outcomes: Sequence[VariantOutcome], threshold: float, *, worst_case: bool) -> list[MetricsRow]:
+def build_rows(
+    y: np.ndarray,
+    scores: np.ndarray,
+    idx: np.ndarray,
+    outcomes: Sequence[VariantOutcome],
+    threshold: float,
+    *,
+    worst_case: bool,
+    positive: str = "fake",
+    bootstrap: int = 0,
+    seed: int = 0,
+) -> list[MetricsRow]:
     """Clean / adversarial / mixed / corrupted (/ worst-case) rows at ``threshold``.
 
     ``y`` int64 (N,) positive-class labels, ``scores`` float64 (N,), ``idx`` int64 (N,) image
-    indices of the clean pass; ``outcomes`` what each variant produced.
+    indices of the clean pass; ``outcomes`` what each variant produced; ``positive`` the
+    detector's positive class (names real / fake accuracy); ``bootstrap`` resamples for every
+    row's intervals (0: none), seeded with ``seed``.
     """
-    rows = [metrics_row(y, scores, threshold=threshold, set=SetKind.CLEAN.value)]
+    opts = {"threshold": threshold, "positive": positive, "bootstrap": bootstrap, "seed": seed}
+    rows = [metrics_row(y, scores, set=SetKind.CLEAN.value, **opts)]
     correct_all = predict(scores, threshold) == y
     pos_of = {int(i): k for k, i in enumerate(idx)}
     for o in outcomes:
@@ -49,15 +63,15 @@ def build_rows(y: np.ndarray, scores: np.ndarray, idx: np.ndarray, outcomes: Seq
             continue
         norms = {"linf": float(o.linf.mean()), "l2": float(o.l2.mean())}
         if v.kind is SetKind.ADVERSARIAL:
-            rows.append(metrics_row(o.y, o.scores, threshold=threshold, set=SetKind.ADVERSARIAL.value, variant=v.variant, param=v.param, **norms))
-            rows.append(metrics_row(np.concatenate([y, o.y]), np.concatenate([scores, o.scores]), threshold=threshold, set=SetKind.MIXED.value, variant=v.variant, param=v.param))
+            rows.append(metrics_row(o.y, o.scores, set=SetKind.ADVERSARIAL.value, variant=v.variant, param=v.param, **norms, **opts))
+            rows.append(metrics_row(np.concatenate([y, o.y]), np.concatenate([scores, o.scores]), set=SetKind.MIXED.value, variant=v.variant, param=v.param, **opts))
         else:
-            rows.append(metrics_row(o.y, o.scores, threshold=threshold, set=str(v.kind), variant=v.variant, param=v.param, **norms))
+            rows.append(metrics_row(o.y, o.scores, set=str(v.kind), variant=v.variant, param=v.param, **norms, **opts))
         pos = np.asarray([pos_of[int(i)] for i in o.idx], dtype=np.int64)
         correct_all[pos] &= predict(o.scores, threshold) == o.y
     if worst_case:
         note = "right only if right clean and under every attack and corruption run on the image"
-        rows.append(row_from_correct(correct_all, set=SetKind.WORST_CASE.value, variant="none", param="", threshold=threshold, note=note))
+        rows.append(row_from_correct(correct_all, set=SetKind.WORST_CASE.value, variant="none", param="", note=note, y_true=y, **opts))
     return rows
 
 
@@ -201,6 +215,7 @@ def evaluate_variants(
     command: Sequence[str] | None = None,
     config: dict[str, Any] | None = None,
     detector_info: dict[str, Any] | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
 ) -> EvaluationResult:
     """Score ``data`` clean and under each variant, in one streaming pass; nothing is written.
 
@@ -211,6 +226,7 @@ def evaluate_variants(
     selection was made with ``allow_same_data``. ``hooks`` get every batch record; ``checks`` get
     the finished result and return diagnostics (printed on stderr and kept in the result).
     ``command``, ``config`` and ``detector_info`` (default ``detector.describe()``) go to run.json.
+    ``bootstrap``: resamples for every row's 95% intervals (seeded with ``seed``; 0: none).
     """
     t0 = time.time()
     variants = _check_variants(variants)
@@ -226,13 +242,14 @@ def evaluate_variants(
     if base.n == 0:
         raise RobustlabError("no image could be read", thing=data.root, fix="check the files (see the skipped list above)")
     outcomes = tuple(a.outcome() for a in accs)
-    rows = build_rows(base.y, base.scores, base.idx, outcomes, threshold, worst_case=bool(variants))
+    row_opts = {"worst_case": bool(variants), "positive": detector.positive, "bootstrap": int(bootstrap), "seed": seed}
+    rows = build_rows(base.y, base.scores, base.idx, outcomes, threshold, **row_opts)
     reference_rows: list[MetricsRow] = []
     if threshold_selection is not None:
         from robustlab.evaluation.thresholds import DEFAULT_THRESHOLD
 
         if threshold != DEFAULT_THRESHOLD:
-            reference_rows = build_rows(base.y, base.scores, base.idx, outcomes, DEFAULT_THRESHOLD, worst_case=bool(variants))
+            reference_rows = build_rows(base.y, base.scores, base.idx, outcomes, DEFAULT_THRESHOLD, **row_opts)
     info = _run_info(detector, data, variants, outcomes, attack_fraction if len(subset) else None, len(subset), threshold, threshold_selection, seed=seed, batch_size=batch_size, command=command, config=config, detector_info=detector_info)
     result = EvaluationResult(rows, info, base.idx, base.y, base.scores, outcomes, [], reference_rows, threshold_selection)
     diagnostics = [d for o in outcomes if o.n for d in o.variant.diagnostics(o, threshold)]

@@ -22,6 +22,7 @@ from robustlab.detector.model import Detector
 from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
 from robustlab.evaluation.engine import Check, evaluate_variants
+from robustlab.metrics import DEFAULT_BOOTSTRAP
 from robustlab.results import EvaluationResult, Hook, Variant
 from robustlab.sampling import stratified_subset
 
@@ -78,6 +79,7 @@ class EvaluationPlan:
     checks: tuple[Check, ...] = ()
     detector_info: Mapping[str, Any] | None = None  # run.json's detector, when not detector.describe()
     demo: Mapping[str, Any] | None = None  # run.json's demo section (robustlab demo)
+    bootstrap: int = DEFAULT_BOOTSTRAP  # resamples for every row's 95% intervals (0: none)
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,8 @@ def plan_evaluation(
     force: bool = False,
     progress: bool = False,
     command: Sequence[str] | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    inconclusive: str = "fail",
 ) -> EvaluationPlan:
     """Check an evaluation up front and return its :class:`EvaluationPlan` (RobustlabError, exit 2,
     for bad input: nothing is run or written).
@@ -165,6 +169,8 @@ def plan_evaluation(
     spec ``overrides``) or a loaded :class:`~robustlab.detector.model.Detector` /
     :class:`~robustlab.data.Dataset`. ``attacks`` / ``corruptions`` take the CLI strings
     (``fgsm:eps=2/255,8/255``, ``jpeg:1-5``) or variants; a ``suite`` adds its own after them.
+    ``bootstrap``: resamples for the rows' 95% intervals (0: none); ``inconclusive``
+    (``fail`` | ``pass`` | ``warn``): how a policy rule whose interval straddles its limit counts.
     """
     from robustlab.attacks.checks import attack_checks
     from robustlab.attacks.spec import parse_attack_fraction
@@ -181,7 +187,9 @@ def plan_evaluation(
         raise RobustlabError("--threshold and --val both set the threshold", fix="drop --threshold, or use --threshold-strategy fixed:T")
     # everything that can be checked without the model, first
     loaded_suite = load_suite(suite) if suite else None
-    report = plan_report(policy=policy or (loaded_suite.policy if loaded_suite else None), baseline=baseline, formats=formats)
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise RobustlabError(f"bootstrap must be a whole number of resamples >= 0, not {bootstrap!r}", thing="--bootstrap", fix="use e.g. --bootstrap 1000, or 0 for no intervals")
+    report = plan_report(policy=policy or (loaded_suite.policy if loaded_suite else None), baseline=baseline, formats=formats, inconclusive=inconclusive)
     attack_variants = parse_attacks([a for a in attacks if isinstance(a, str)]) + [a for a in attacks if not isinstance(a, str)]
     corruption_variants = parse_corruptions([c for c in corruptions if isinstance(c, str)]) + [c for c in corruptions if not isinstance(c, str)]
     fraction = None if attack_fraction is None else parse_attack_fraction(attack_fraction, what="--attack-fraction")
@@ -189,6 +197,7 @@ def plan_evaluation(
     if out is not None:  # a bad --out is refused before any work (it may not be, hold or lie in an input)
         check_out(out, force=force, inputs=(det, dataset, val))
     config = _config(detector, data, det, dataset, split=split, classes=classes, overrides=overrides, trust_model=trust_model, out=out)
+    config["bootstrap"] = bootstrap
     if attack_variants:
         config["attacks"] = [v.spec.describe() for v in attack_variants if hasattr(v, "spec")]
     if corruption_variants:
@@ -230,6 +239,7 @@ def plan_evaluation(
         None if command is None else tuple(command),
         config,
         tuple(checks),
+        bootstrap=bootstrap,
     )
 
 
@@ -325,6 +335,7 @@ def _engine(plan: EvaluationPlan, selection: Any, *, hooks: Sequence[Hook]) -> E
         command=plan.command,
         config=dict(plan.config),
         detector_info=None if plan.detector_info is None else dict(plan.detector_info),
+        bootstrap=plan.bootstrap,
     )
 
 
@@ -426,6 +437,7 @@ def evaluate(
     progress: bool = False,
     hooks: Sequence[Hook] = (),
     checks: Sequence[Check] = (),
+    bootstrap: int = DEFAULT_BOOTSTRAP,
 ) -> EvaluationResult:
     """Score ``data`` clean and under each variant; with ``out``, also write the run folder.
 
@@ -433,13 +445,13 @@ def evaluate(
     documentation gives the options); ``out`` adds the reporting step. Returns the
     :class:`~robustlab.results.EvaluationResult` (``run_dir`` set when a folder was written).
     """
-    engine_options = dict(variants=variants, attack_fraction=attack_fraction, threshold=threshold, threshold_selection=threshold_selection, seed=seed, batch_size=batch_size, progress=progress, checks=checks)
+    engine_options = dict(variants=variants, attack_fraction=attack_fraction, threshold=threshold, threshold_selection=threshold_selection, seed=seed, batch_size=batch_size, progress=progress, checks=checks, bootstrap=bootstrap)
     if out is None:
         return evaluate_variants(detector, data, hooks=hooks, **engine_options)
     from robustlab.reporting.runfolder import write_run_folder
     from robustlab.runs import RunFolder
 
-    plan = EvaluationPlan(detector, data, tuple(variants), attack_fraction, seed=seed)
+    plan = EvaluationPlan(detector, data, tuple(variants), attack_fraction, seed=seed, bootstrap=bootstrap)
     with RunFolder(out, force=force, inputs=(detector, data, threshold_selection)) as folder:
         examples = example_collector(plan)
         result = evaluate_variants(detector, data, hooks=[examples, *hooks], **engine_options)

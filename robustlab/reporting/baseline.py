@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from robustlab.errors import RobustlabError
 from robustlab.reporting.policy import HIGHER_IS_BETTER, row_identity, row_label
+from robustlab.reporting.tables import comparison_title  # noqa: F401  (re-exported: reports import it from here)
 
 # --------------------------------------------------------------------------- baselines
 
@@ -94,16 +95,6 @@ def compare_rows(rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapp
             continue
         out.append(RowComparison(r, tuple(Delta(m, None if b.get(m) is None else float(b[m]), None if r.get(m) is None else float(r[m])) for m in metrics)))
     return out
-
-
-def comparison_title(row: Mapping[str, Any]) -> str:
-    """The published row title, with the attack named on mixed rows (several sit in one table)."""
-    from robustlab.reporting.tables import param_display, row_title
-
-    if row["set"] == "mixed" and row["variant"] not in ("none", ""):
-        p = param_display(row.get("param") or "")
-        return f"(Original + {row['variant'].upper()} Adversarial{f' ({p})' if p else ''}) Images"
-    return row_title(row)
 
 
 def comparison_markdown(comparison: Sequence[RowComparison], *, baseline_name: str) -> str:

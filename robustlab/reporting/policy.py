@@ -34,7 +34,23 @@ passes silently), and so does a metric that is undefined (``null``) on a row nam
 
 ``drop(ref.m)`` is the clean row's ``m`` minus the row's ``m`` (how much worse than clean);
 ``regression(ref.m)`` is the baseline's ``m`` minus this run's ``m`` for the same row. For
-``misclassified`` (lower is better) both are taken the other way round, so positive is always worse.
+lower-is-better metrics (``misclassified``, ``fpr_at_tpr_0.95``, ``eer``, ``brier``, ``ece``)
+both are taken the other way round, so positive is always worse.
+
+Metrics are the row's columns (``accuracy``, ``balanced_accuracy``, ``fake_accuracy``,
+``tpr_at_fpr_0.01``...); ``tpr@fpr=0.01``, ``tpr@fpr=0.001`` and ``fpr@tpr=0.95`` are accepted
+for ``tpr_at_fpr_0.01``, ``tpr_at_fpr_0.001`` and ``fpr_at_tpr_0.95``.
+
+Intervals: ``accuracy``, ``auc`` and ``tpr_at_fpr_0.01`` carry a bootstrap 95% interval
+(``*_ci``). ``ref.metric.lo`` / ``ref.metric.hi`` compare its bounds (``clean.accuracy.lo >=
+0.90``: holds only when the whole interval is above 0.90). A plain ``>=`` / ``<=`` / ``>`` / ``<``
+rule on such a metric whose interval straddles the limit (``lo < limit < hi``) is
+``inconclusive``: the data cannot tell which side the detector is on. ``inconclusive`` says how
+it counts: ``fail`` (the default), ``pass``, or ``warn`` (passes, reported as a warning). Its
+message gives the sample size that would decide it: an interval's half-width shrinks as
+``1/sqrt(n)``, so with ``h`` the distance from the value to the interval's end on the limit's side
+and ``d`` the distance from the value to the limit, ``n * (h / d)**2`` images would put the limit
+outside the interval (an estimate: it assumes the value stays where it is).
 """
 from __future__ import annotations
 
@@ -48,10 +64,14 @@ from robustlab.errors import RobustlabError
 from robustlab.yamlfile import compose_yaml, where
 
 SET_NAMES = ("clean", "adversarial", "mixed", "corrupted", "worst-case")
-HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auc", "ap")
-LOWER_IS_BETTER = ("misclassified",)
+HIGHER_IS_BETTER = ("accuracy", "precision", "recall", "f1", "auc", "ap", "balanced_accuracy", "real_accuracy", "fake_accuracy", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
+LOWER_IS_BETTER = ("misclassified", "fpr_at_tpr_0.95", "eer", "brier", "ece")
 OTHER_METRICS = ("n", "linf", "l2")
 METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER + OTHER_METRICS
+INTERVAL_METRICS = ("accuracy", "auc", "tpr_at_fpr_0.01")  # those with a ``METRIC_ci`` [lo, hi]
+BOUNDS = ("lo", "hi")
+ALIASES = {("tpr", "fpr"): "tpr_at_fpr_{}", ("fpr", "tpr"): "fpr_at_tpr_{}"}  # tpr@fpr=0.01 -> tpr_at_fpr_0.01
+INCONCLUSIVE_MODES = ("fail", "pass", "warn")
 FUNCTIONS = ("drop", "regression")
 TOLERANCE = 1e-9  # float noise: 1.0 - 0.99 <= 0.01 holds
 OPS: dict[str, Callable[[float, float], bool]] = {
@@ -110,19 +130,37 @@ class Rule:
     limit: float
     name: str | None = None
     line: int | None = None
+    bound: str | None = None  # "lo" / "hi": the metric's interval bound, not its value
 
     @property
     def label(self) -> str:
         return self.name or self.text
 
     def value_name(self, row_label: str) -> str:
-        ref = f"{row_label}.{self.metric}"
+        ref = f"{row_label}.{self.metric}" + (f".{self.bound}" if self.bound else "")
         return f"{self.function}({ref})" if self.function else ref
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?:\s*/\s*(?:\d+(?:\.\d*)?|\.\d+))?\s*%?")
 _VALUE = re.compile(r"[^,\]\s]+")
+_METRIC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.\d+)?(?:@[A-Za-z]+=\d*\.?\d+(?:/\d+)?%?)?")
+
+
+def canonical_metric(text: str) -> str | None:
+    """``tpr@fpr=0.01`` / ``tpr@fpr=1%`` -> ``tpr_at_fpr_0.01``; a row column name as is; None if unknown."""
+    if "@" not in text:
+        return text if text in METRICS else None
+    left, _, rest = text.partition("@")
+    key, _, value = rest.partition("=")
+    pattern = ALIASES.get((left.lower(), key.lower()))
+    if pattern is None:
+        return None
+    try:
+        want = parse_number(value)
+    except ValueError:
+        return None
+    return next((m for m in METRICS if m.startswith(pattern.format("")) and abs(float(m[len(pattern.format("")):]) - want) < 1e-12), None)
 
 
 class _Scanner:
@@ -188,14 +226,26 @@ def parse_rule(text: str, *, name: str | None = None, line: int | None = None) -
         got = sc.match(_NAME) if sc.peek() != "*" else None
     selector = _parse_selector(sc, got)
     sc.expect(".")
-    m = sc.match(_NAME)
+    m = sc.match(_METRIC)
     if m is None:
         raise sc.fail(f"expected a metric after '.', found {sc.what()}")
-    metric, mpos = m
-    if metric not in METRICS:
-        raise sc.fail(f"unknown metric {metric!r} (use one of: {', '.join(METRICS)})", mpos)
+    written, mpos = m
+    metric = canonical_metric(written)  # type: ignore[assignment]
+    if metric is None:
+        raise sc.fail(f"unknown metric {written!r} (use one of: {', '.join(METRICS)}; or tpr@fpr=0.01, tpr@fpr=0.001, fpr@tpr=0.95)", mpos)
     if function and metric in OTHER_METRICS:
         raise sc.fail(f"{function}() needs a metric with a better direction, not {metric!r} (use one of: {', '.join(HIGHER_IS_BETTER + LOWER_IS_BETTER)})", mpos)
+    bound = None
+    if sc.peek() == ".":
+        sc.pos += 1
+        b = sc.match(_NAME)
+        if b is None or b[0] not in BOUNDS:
+            raise sc.fail(f"expected lo or hi after '{written}.', found {repr(b[0]) if b else sc.what()}", b[1] if b else None)
+        if metric not in INTERVAL_METRICS:
+            raise sc.fail(f"{metric!r} has no interval (.lo / .hi exist for {', '.join(INTERVAL_METRICS)})", b[1])
+        if function:
+            raise sc.fail(f"{function}() takes a metric, not an interval bound (drop .{b[0]})", b[1])
+        bound = b[0]
     if function:
         sc.expect(")")
     sc.skip_ws()
@@ -212,7 +262,7 @@ def parse_rule(text: str, *, name: str | None = None, line: int | None = None) -
         raise sc.fail(str(exc), num[1]) from None
     if sc.peek():
         raise sc.fail(f"unexpected {sc.what()} after the number")
-    return Rule(text=" ".join(text.split()), function=function, selector=selector, metric=metric, op=op, limit=limit, name=name, line=line)
+    return Rule(text=" ".join(text.split()), function=function, selector=selector, metric=metric, op=op, limit=limit, name=name, line=line, bound=bound)
 
 
 def _parse_selector(sc: _Scanner, got: tuple[str, int] | None) -> Selector:
@@ -429,14 +479,22 @@ class Check:
     passed: bool
     by: float | None  # how far past the limit (positive = by how much it failed), None if undefined
     message: str
+    inconclusive: bool = False  # the interval straddles the limit (``passed`` is then the point value's verdict)
+    needed_n: int | None = None  # for an inconclusive check: images that would decide it (None: none would)
 
 
 @dataclass(frozen=True)
 class RuleResult:
     rule: Rule
-    passed: bool
+    passed: bool  # the verdict that counts (an inconclusive rule: as the ``inconclusive`` mode says)
     message: str  # one line: what was found; for a failure, by how much
     checks: tuple[Check, ...] = ()
+    inconclusive: bool = False  # no row failed, and some row's interval straddles the limit
+
+    @property
+    def status(self) -> str:
+        """``passed`` | ``failed`` | ``inconclusive``."""
+        return "inconclusive" if self.inconclusive else ("passed" if self.passed else "failed")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -444,8 +502,9 @@ class RuleResult:
             "name": self.rule.name,
             "line": self.rule.line,
             "passed": self.passed,
+            "status": self.status,
             "message": self.message,
-            "checks": [{"row": c.row, "value": c.value, "passed": c.passed, "by": c.by, "message": c.message} for c in self.checks],
+            "checks": [{"row": c.row, "value": c.value, "passed": c.passed, "by": c.by, "message": c.message, "inconclusive": c.inconclusive, "needed_n": c.needed_n} for c in self.checks],
         }
 
 
@@ -453,6 +512,7 @@ class RuleResult:
 class PolicyReport:
     policy: Policy
     results: list[RuleResult] = field(default_factory=list)
+    inconclusive_mode: str = "fail"  # how inconclusive rules counted: fail | pass | warn
 
     @property
     def passed(self) -> bool:
@@ -462,18 +522,31 @@ class PolicyReport:
     def failed(self) -> list[RuleResult]:
         return [r for r in self.results if not r.passed]
 
+    @property
+    def inconclusive(self) -> list[RuleResult]:
+        return [r for r in self.results if r.inconclusive]
+
     def summary(self) -> str:
         """One line: ``policy failed: 2 of 5 rules (P.yaml): rule: message; ...``."""
+        undecided = self.inconclusive
+        extra = ""
+        if undecided:
+            how = {"fail": "counted as failed", "pass": "counted as passed", "warn": "passed with a warning"}[self.inconclusive_mode]
+            extra = f", {len(undecided)} inconclusive ({how})"
         if self.passed:
-            return f"policy passed: {len(self.results)} of {len(self.results)} rules ({self.policy.name})"
+            n = len(self.results) - len(undecided)
+            tail = "; ".join(f"{r.rule.label}: {r.message}" for r in undecided)
+            return f"policy passed: {n} of {len(self.results)} rules ({self.policy.name}){extra}" + (f": {tail}" if tail else "")
         parts = "; ".join(f"{r.rule.label}: {r.message}" for r in self.failed)
-        return f"policy failed: {len(self.failed)} of {len(self.results)} rules ({self.policy.name}): {parts}"
+        return f"policy failed: {len(self.failed)} of {len(self.results)} rules ({self.policy.name}){extra}: {parts}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "file": None if self.policy.source is None else str(self.policy.source),
             "passed": self.passed,
             "failed": len(self.failed),
+            "inconclusive": len(self.inconclusive),
+            "inconclusive_mode": self.inconclusive_mode,
             "rules": [r.to_dict() for r in self.results],
         }
 
@@ -491,8 +564,62 @@ def _margin(op: str, value: float, limit: float) -> float:
     return abs(value - limit)
 
 
-def evaluate_rule(rule: Rule, rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapping[str, Any]] | None = None) -> RuleResult:
-    """Judge one rule against a run's rows (and a baseline's, for ``regression``)."""
+def _interval(row: Mapping[str, Any], metric: str) -> tuple[float, float] | None:
+    ci = row.get(f"{metric}_ci")
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(c is None for c in ci):
+        return None
+    return float(ci[0]), float(ci[1])
+
+
+def needed_sample_size(n: int, value: float, limit: float, interval: tuple[float, float]) -> int | None:
+    """Images that would put ``limit`` outside the interval, if the value stayed where it is.
+
+    The half-width on the limit's side (``h``: value to the interval's end facing the limit)
+    shrinks as ``1/sqrt(n)``; it must fall to ``d = |value - limit|``: ``n * (h / d)**2``, rounded
+    up. None when the value sits on the limit (no sample size decides it).
+    """
+    d = abs(value - limit)
+    if d <= TOLERANCE:
+        return None
+    h = value - interval[0] if limit <= value else interval[1] - value
+    return max(int(n) + 1, int(math.ceil(n * (h / d) ** 2)))
+
+
+def _straddles(op: str, limit: float, interval: tuple[float, float]) -> bool:
+    return op in (">=", "<=", ">", "<") and interval[0] < limit - TOLERANCE and interval[1] > limit + TOLERANCE
+
+
+def _judge(rule: Rule, r: Mapping[str, Any], label: str, name: str, v: float) -> Check:
+    """One row's defined value against the rule: passed / failed by how much, or inconclusive
+    when the row's interval for a plain rule straddles the limit."""
+    ok = OPS[rule.op](v, rule.limit)
+    by = _margin(rule.op, v, rule.limit)
+    ci = _interval(r, rule.metric) if rule.function is None and rule.bound is None else None
+    if ci is not None and _straddles(rule.op, rule.limit, ci):
+        need = needed_sample_size(int(r.get("n") or 0), v, rule.limit, ci)
+        decide = f"about n={need} would decide it" if need is not None else "the value is on the limit: no sample size decides it"
+        msg = f"{name} = {_fmt(v)}, 95% interval [{_fmt(ci[0])}, {_fmt(ci[1])}] straddles the limit {rule.op} {_fmt(rule.limit)}: inconclusive at n={r.get('n')} ({decide})"
+        return Check(label, v, ok, by, msg, inconclusive=True, needed_n=need)
+    if ok:
+        msg = f"{name} = {_fmt(v)} (limit {rule.op} {_fmt(rule.limit)})"
+    elif rule.op in ("==",):
+        msg = f"{name} = {_fmt(v)}, needs == {_fmt(rule.limit)} (off by {_fmt(by)})"
+    elif rule.op == "!=":
+        msg = f"{name} = {_fmt(v)}, needs != {_fmt(rule.limit)}"
+    else:
+        word = "short by" if rule.op in (">=", ">") else "over by"
+        msg = f"{name} = {_fmt(v)}, needs {rule.op} {_fmt(rule.limit)} ({word} {_fmt(max(by, 0.0))})"
+    return Check(label, v, ok, by, msg)
+
+
+def evaluate_rule(rule: Rule, rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapping[str, Any]] | None = None, *, inconclusive: str = "fail") -> RuleResult:
+    """Judge one rule against a run's rows (and a baseline's, for ``regression``).
+
+    ``inconclusive`` (``fail`` | ``pass`` | ``warn``): how a rule counts when no row fails it
+    but some row's interval straddles the limit (see the module docstring).
+    """
+    if inconclusive not in INCONCLUSIVE_MODES:
+        raise ValueError(f"inconclusive must be one of {', '.join(INCONCLUSIVE_MODES)}, not {inconclusive!r}")
     wildcard = rule.selector.name == "*"
     if rule.function == "regression" and baseline_rows is None:
         return RuleResult(rule, False, "needs a baseline run (--baseline RUN)")
@@ -512,7 +639,10 @@ def evaluate_rule(rule: Rule, rows: Sequence[Mapping[str, Any]], baseline_rows: 
         label = row_label(r)
         name = rule.value_name(label)
         v = r.get(rule.metric)
-        if rule.function == "drop":
+        if rule.bound is not None:
+            ci = _interval(r, rule.metric)
+            v = None if ci is None else ci[BOUNDS.index(rule.bound)]
+        elif rule.function == "drop":
             c = clean.get(rule.metric)  # type: ignore[union-attr]
             v = None if v is None or c is None else sign * (float(c) - float(v))
         elif rule.function == "regression":
@@ -526,24 +656,18 @@ def evaluate_rule(rule: Rule, rows: Sequence[Mapping[str, Any]], baseline_rows: 
             if wildcard:
                 continue
             note = r.get("note")
+            if rule.bound is not None and r.get(rule.metric) is not None:
+                note = "no interval: the run was evaluated with --bootstrap 0"
             checks.append(Check(label, None, False, None, f"{name} is undefined" + (f" ({note})" if note else "")))
             continue
-        v = float(v)
-        ok = OPS[rule.op](v, rule.limit)
-        by = _margin(rule.op, v, rule.limit)
-        if ok:
-            msg = f"{name} = {_fmt(v)} (limit {rule.op} {_fmt(rule.limit)})"
-        elif rule.op in ("==",):
-            msg = f"{name} = {_fmt(v)}, needs == {_fmt(rule.limit)} (off by {_fmt(by)})"
-        elif rule.op == "!=":
-            msg = f"{name} = {_fmt(v)}, needs != {_fmt(rule.limit)}"
-        else:
-            word = "short by" if rule.op in (">=", ">") else "over by"
-            msg = f"{name} = {_fmt(v)}, needs {rule.op} {_fmt(rule.limit)} ({word} {_fmt(max(by, 0.0))})"
-        checks.append(Check(label, v, ok, by, msg))
+        checks.append(_judge(rule, r, label, name, float(v)))
     if not checks:
         return RuleResult(rule, False, f"{rule.metric} is undefined on every row {rule.selector} selects")
-    failed = [c for c in checks if not c.passed]
+    failed = [c for c in checks if not c.passed and not c.inconclusive]
+    undecided = [c for c in checks if c.inconclusive]
+    if not failed and undecided:
+        shown = "; ".join(c.message for c in undecided[:3]) + (f"; and {len(undecided) - 3} more rows" if len(undecided) > 3 else "")
+        return RuleResult(rule, inconclusive != "fail", shown, tuple(checks), inconclusive=True)
     if not failed:
         worst = max(checks, key=lambda c: c.by if c.by is not None else -math.inf)
         more = f" and {len(checks) - 1} more rows" if len(checks) > 1 else ""
@@ -555,9 +679,14 @@ def evaluate_rule(rule: Rule, rows: Sequence[Mapping[str, Any]], baseline_rows: 
     return RuleResult(rule, False, shown, tuple(checks))
 
 
-def evaluate_policy(policy: Policy, rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapping[str, Any]] | None = None) -> PolicyReport:
-    """Judge every rule; see :func:`evaluate_rule`."""
-    return PolicyReport(policy, [evaluate_rule(r, rows, baseline_rows) for r in policy.rules])
+def evaluate_policy(policy: Policy, rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapping[str, Any]] | None = None, *, inconclusive: str = "fail") -> PolicyReport:
+    """Judge every rule; see :func:`evaluate_rule` (``inconclusive``: fail | pass | warn)."""
+    return PolicyReport(policy, [evaluate_rule(r, rows, baseline_rows, inconclusive=inconclusive) for r in policy.rules], inconclusive)
+
+
+def status_word(result: RuleResult) -> str:
+    """``PASS`` | ``FAIL`` | ``INCONCLUSIVE`` for a rule result (CLI and Markdown)."""
+    return "INCONCLUSIVE" if result.inconclusive else ("PASS" if result.passed else "FAIL")
 
 
 def policy_markdown(report: PolicyReport) -> str:
@@ -565,7 +694,10 @@ def policy_markdown(report: PolicyReport) -> str:
     from robustlab.reporting.tables import md_escape
 
     verdict = "passed" if report.passed else f"FAILED ({len(report.failed)} of {len(report.results)} rules)"
+    if report.inconclusive:
+        verdict += f", {len(report.inconclusive)} inconclusive (--inconclusive {report.inconclusive_mode})"
     lines = [f"## Policy `{md_escape(report.policy.name)}`: {verdict}", "", "| | Rule | Result |", "| --- | --- | --- |"]
     for r in report.results:
-        lines.append(f"| {'✅' if r.passed else '❌'} | `{r.rule.text.replace('|', '/')}` | {md_escape(r.message)} |")
+        icon = "❔ inconclusive" if r.inconclusive else ("✅" if r.passed else "❌")
+        lines.append(f"| {icon} | `{r.rule.text.replace('|', '/')}` | {md_escape(r.message)} |")
     return "\n".join(lines) + "\n"

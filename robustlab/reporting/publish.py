@@ -70,6 +70,7 @@ class ReportPlan:
     policy: Policy | None = None
     baseline: RunData | None = None
     explicit: bool = False  # formats were asked for (not the default set)
+    inconclusive: str = "fail"  # how a rule whose interval straddles its limit counts: fail | pass | warn
 
     @property
     def needed(self) -> bool:
@@ -89,8 +90,12 @@ class ReportPlan:
             )
 
 
-def plan_report(*, policy: "str | Path | Policy | None" = None, baseline: "str | Path | None" = None, formats: "str | Sequence[str] | None" = None) -> ReportPlan:
+def plan_report(*, policy: "str | Path | Policy | None" = None, baseline: "str | Path | None" = None, formats: "str | Sequence[str] | None" = None, inconclusive: str = "fail") -> ReportPlan:
     """Load and check the policy and the baseline; RobustlabError (exit 2) on any problem."""
+    from robustlab.reporting.policy import INCONCLUSIVE_MODES
+
+    if inconclusive not in INCONCLUSIVE_MODES:
+        raise RobustlabError(f"unknown --inconclusive {inconclusive!r}", thing="--inconclusive", fix=f"use one of {', '.join(INCONCLUSIVE_MODES)}")
     fmts = parse_formats(formats)
     explicit = fmts is not None
     pol = load_policy(policy) if isinstance(policy, (str, os.PathLike)) else policy
@@ -104,7 +109,7 @@ def plan_report(*, policy: "str | Path | Policy | None" = None, baseline: "str |
     if pol is not None and pol.needs_baseline and base is None:
         lines = ", ".join(str(r.line) for r in pol.rules if r.function == "regression")
         raise RobustlabError(f"regression() rules (line {lines}) need a baseline run", thing=pol.source or "policy", fix="pass --baseline RUN (a finished run of the same suite on the same data)")
-    return ReportPlan(fmts, pol, base, explicit)
+    return ReportPlan(fmts, pol, base, explicit, inconclusive)
 
 
 @dataclass
@@ -211,7 +216,7 @@ def report_run(
         comparison = compare_rows(data.rows, plan.baseline.rows)
     verdict = None
     if plan.policy is not None:
-        verdict = evaluate_policy(plan.policy, data.rows, None if plan.baseline is None else plan.baseline.rows)
+        verdict = evaluate_policy(plan.policy, data.rows, None if plan.baseline is None else plan.baseline.rows, inconclusive=plan.inconclusive)
     target = Path(out) if out is not None else data.path
     if target.exists() and not target.is_dir():
         raise RobustlabError("exists and is not a folder", thing=target, fix="give a folder for --out")

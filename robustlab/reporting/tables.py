@@ -57,6 +57,14 @@ def row_title(row: "MetricsRow | Mapping[str, Any]") -> str:
     return f"{kind} {variant} {param}".strip()
 
 
+def comparison_title(row: Mapping[str, Any]) -> str:
+    """The published row title, with the attack named on mixed rows (several sit in one table)."""
+    if row["set"] == "mixed" and row["variant"] not in ("none", ""):
+        p = param_display(row.get("param") or "")
+        return f"(Original + {row['variant'].upper()} Adversarial{f' ({p})' if p else ''}) Images"
+    return row_title(row)
+
+
 def _pct(v: Any) -> str:
     return "n/a" if v is None else f"{100.0 * float(v):.2f}%"
 
@@ -85,6 +93,64 @@ TABLE_HEADER = (
     "| Test Data | Accuracy | Precision | Recall | F1 Score | Misclassifications | AUC |\n"
     "| --- | --- | --- | --- | --- | --- | --- |"
 )
+
+
+OPERATING_HEADER = (
+    "| Test Data | Balanced accuracy | Real accuracy | Fake accuracy | TPR @ 1% FPR | TPR @ 0.1% FPR | FPR @ 95% TPR | EER | Brier | ECE | Accuracy 95% CI | AUC 95% CI | TPR @ 1% FPR 95% CI |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def _ci(v: Any, pct: bool = True) -> str:
+    if not v:
+        return "n/a"
+    lo, hi = (float(x) for x in v)
+    return f"[{100 * lo:.2f}%, {100 * hi:.2f}%]" if pct else f"[{lo:.4f}, {hi:.4f}]"
+
+
+def operating_point_line(r: Mapping[str, Any]) -> str:
+    """One line of the operating-point table (rates as %, EER / Brier / ECE as numbers)."""
+    cells = [
+        md_escape(comparison_title(r)),
+        _pct(r.get("balanced_accuracy")),
+        _pct(r.get("real_accuracy")),
+        _pct(r.get("fake_accuracy")),
+        _pct(r.get("tpr_at_fpr_0.01")),
+        _pct(r.get("tpr_at_fpr_0.001")),
+        _pct(r.get("fpr_at_tpr_0.95")),
+        _pct(r.get("eer")),
+        _num(r.get("brier")),
+        _num(r.get("ece")),
+        _ci(r.get("accuracy_ci")),
+        _ci(r.get("auc_ci"), pct=False),
+        _ci(r.get("tpr_at_fpr_0.01_ci")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def operating_point_markdown(rows: Sequence["MetricsRow | Mapping[str, Any]"]) -> str:
+    """The ``## Operating points`` section of metrics.md: every row once, in table order."""
+    dicts = [_row_dict(r) for r in rows]
+    if not dicts:
+        return ""
+    seen: set[tuple[str, str, str]] = set()
+    lines = ["## Operating points", "", OPERATING_HEADER]
+    for _, group in group_rows(dicts):
+        for r in group:
+            key = (r["set"], r["variant"], r.get("param") or "")
+            if key not in seen:
+                seen.add(key)
+                lines.append(operating_point_line(r))
+    lines += [
+        "",
+        "Real / fake accuracy: the share of real photos / fakes classified right at the threshold; balanced accuracy "
+        "their mean. TPR @ x% FPR: the highest share of positives caught at a threshold passing at most x% of "
+        "negatives (n/a when the set has too few negatives to resolve it: see the notes); EER where the two error "
+        "rates meet; Brier and ECE (15 bins) measure the calibration of the score. Intervals: stratified percentile "
+        "bootstrap (n/a with --bootstrap 0).",
+        "",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def md_escape(text: str) -> str:
@@ -149,6 +215,7 @@ def metrics_markdown(
             out.write(_table_line(ref, f"{row_title(ref)} @ {float(ref['threshold']):g}") + "\n")
             out.write(_table_line(r, f"{row_title(r)} @ {float(r['threshold']):g}") + "\n")
         out.write("\n")
+    out.write(operating_point_markdown(dicts))
     out.write(corruption_summary_markdown(dicts))
     if len(thresholds) == 1 and refs:
         out.write(f"Rows marked @ T: predicted fake when score >= T; every set is scored at {thresholds[0]:g}, and at {float(next(iter(refs.values()))['threshold']):g} for comparison.\n")
@@ -249,13 +316,22 @@ def corruption_summary_markdown(rows: Sequence["MetricsRow | Mapping[str, Any]"]
     return out.getvalue()
 
 
+def _csv_cell(v: Any) -> Any:
+    """A metrics.csv cell: empty for null, an interval as ``[lo, hi]`` (JSON), else the value."""
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(repr(float(x)) for x in v) + "]"
+    return v
+
+
 def metrics_csv(rows: Sequence["MetricsRow | Mapping[str, Any]"]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(ROW_FIELDS), lineterminator="\n", extrasaction="ignore")
     w.writeheader()
     for r in rows:
         d = _row_dict(r)
-        w.writerow({k: ("" if d.get(k) is None else d.get(k)) for k in ROW_FIELDS})
+        w.writerow({k: _csv_cell(d.get(k)) for k in ROW_FIELDS})
     return buf.getvalue()
 
 
