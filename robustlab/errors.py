@@ -35,3 +35,10 @@ class PolicyFailed(Exception):
     """One or more policy rules failed. Exit code 1."""
 
     exit_code = 1
+
+
+
+def exception_line(exc: BaseException, limit: int = 220) -> str:
+    """``ClassName: message`` on one line, cut to ``limit`` characters (for one-line errors)."""
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"

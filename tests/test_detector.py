@@ -196,7 +196,7 @@ def test_half_loaded_model_is_refused(tmp_path):
     """A .keras archive missing one layer's weights is refused; the weight check tells random from loaded."""
     import keras
 
-    from robustlab.detector.safety import file_weight_stats, model_weight_stats
+    from robustlab.detector.weights import file_weight_stats, model_weight_stats
 
     keras.utils.set_random_seed(7)
     model = attention_head(keras, depthwise=False)

@@ -22,6 +22,8 @@ from robustlab.cli.common import (
 from robustlab.cli.evaluate import bootstrap_option
 from robustlab.cli.report import json_option
 
+ATTACK_OPTIONS = ("methods", "eps", "norm", "steps", "step", "random_start", "loss", "queries", "restarts", "direction", "fraction", "min_eps")
+
 
 @click.command("attack")
 @click.argument("detector", type=click.Path())
@@ -63,19 +65,7 @@ def command(
     state: State,
     detector: str,
     data: str,
-    methods: tuple[str, ...],
-    eps: tuple[str, ...],
-    norm: str,
-    steps: int | None,
-    step: str | None,
-    random_start: bool | None,
-    loss: str | None,
-    queries: int | None,
-    restarts: int | None,
-    direction: str,
-    fraction: str,
     sanity: bool,
-    min_eps: bool,
     save_images: bool,
     out: str | None,
     force: bool,
@@ -86,8 +76,8 @@ def command(
     class_map: str | None,
     **kwargs: Any,
 ) -> None:
-    """Attack a stratified, seeded --fraction of DATA with FGSM or PGD (IBM ART, true labels) and
-    write a run folder.
+    """Attack a stratified, seeded --fraction of DATA (IBM ART, true labels: FGSM, PGD, APGD,
+    Square, HopSkipJump or the binary AutoAttack cascade) and write a run folder.
 
     eps is a fraction of the pixel range whatever the model's own scaling (8/255 = eight grey
     levels); adversarial images are delivered as uint8 within that budget. The run folder holds the
@@ -101,6 +91,7 @@ def command(
     from robustlab.evaluation.pipeline import run_attacks
 
     overrides, trust = pop_detector_overrides(kwargs)
+    attack = {name: kwargs.pop(name) for name in ATTACK_OPTIONS}  # what each attack is: run_attacks checks them
     if mlflow_uri is not None:  # before any work
         from robustlab.tracking import check_mlflow
 
@@ -108,20 +99,9 @@ def command(
     outcome = run_attacks(
         detector,
         data,
-        methods=methods,
-        eps=eps,
-        norm=norm,
-        steps=steps,
-        step=step,
-        random_start=random_start,
-        loss=loss,
-        queries=queries,
-        restarts=restarts,
-        direction=direction,
-        fraction=fraction,
+        **attack,
         sanity=sanity,
         save_images=save_images,
-        min_eps=min_eps,
         out=out or default_run_dir("attack", Path(detector).stem),
         split=split,
         classes=class_map,

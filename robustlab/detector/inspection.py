@@ -393,12 +393,9 @@ def inspect_detector(
     a Lambda layer without ``trust_model``); what could be read without running anything is there.
     Bad DATA raises RobustlabError.
     """
-    from robustlab.detector.loading import (
-        detect_format,
-        label_encoder_path,
-        load_detector,
-    )
-    from robustlab.detector.safety import scan_model_file, scan_pickle
+    from robustlab.detector.loading import detect_format, label_encoder_path, load_detector
+    from robustlab.detector.pickles import scan_pickle
+    from robustlab.detector.safety import scan_model_file
     from robustlab.detector.spec import read_spec
 
     overrides = dict(overrides or {})
