@@ -31,19 +31,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from robustlab.cli import demo, evaluate
+    from robustlab.cli import adv_train, attack, compare, corrupt, demo, evaluate, inspect, report, schema, threshold
 
-    for module in (evaluate, demo):
-        main.add_command(module.command)
-    import importlib
-
-    for name in ("attack", "corrupt", "threshold", "adv_train", "report", "inspect", "schema", "compare"):
-        try:
-            module = importlib.import_module(f"robustlab.cli.{name}")
-        except ModuleNotFoundError as exc:  # command not part of this build
-            if exc.name != f"robustlab.cli.{name}":
-                raise
-            continue
+    for module in (evaluate, attack, corrupt, threshold, adv_train, report, inspect, compare, schema, demo):
         main.add_command(module.command)
 
 

@@ -19,7 +19,7 @@ from robustlab.cli.common import (
     pop_detector_overrides,
     with_examples,
 )
-from robustlab.cli.evaluate import bootstrap_option
+from robustlab.cli.evaluate import bootstrap_option, mlflow_option
 from robustlab.cli.report import json_option
 
 ATTACK_OPTIONS = ("methods", "eps", "norm", "steps", "step", "random_start", "loss", "queries", "restarts", "direction", "fraction", "min_eps")
@@ -45,7 +45,7 @@ ATTACK_OPTIONS = ("methods", "eps", "norm", "steps", "step", "random_start", "lo
 @click.option("--out", type=click.Path(), help="Run folder to write (default: robustlab-runs/attack-NAME-TIME).")
 @click.option("--force", is_flag=True, help="Replace an existing run folder.")
 @json_option
-@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
+@mlflow_option
 @bootstrap_option
 @detector_options
 @data_options
@@ -92,10 +92,6 @@ def command(
 
     overrides, trust = pop_detector_overrides(kwargs)
     attack = {name: kwargs.pop(name) for name in ATTACK_OPTIONS}  # what each attack is: run_attacks checks them
-    if mlflow_uri is not None:  # before any work
-        from robustlab.tracking import check_mlflow
-
-        check_mlflow(mlflow_uri)
     outcome = run_attacks(
         detector,
         data,

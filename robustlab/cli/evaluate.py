@@ -33,6 +33,28 @@ def bootstrap_option(f: Any) -> Any:
     )(f)
 
 
+def _check_mlflow(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--mlflow`` is checked when parsed, before any work (exit 2 naming the install when missing)."""
+    if value is not None:
+        from robustlab.tracking import check_mlflow
+
+        check_mlflow(value)
+    return value
+
+
+def mlflow_option(f: Any) -> Any:
+    return click.option(
+        "--mlflow",
+        "mlflow_uri",
+        is_flag=False,
+        flag_value="./mlruns",
+        default=None,
+        metavar="[URI]",
+        callback=_check_mlflow,
+        help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.",
+    )(f)
+
+
 @click.command("evaluate")
 @click.argument("detector", type=click.Path())
 @click.argument("data", type=click.Path())
@@ -50,7 +72,7 @@ def bootstrap_option(f: Any) -> Any:
 @inconclusive_option
 @threshold_options
 @json_option
-@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="./mlruns", default=None, metavar="[URI]", help="Also log the run to MLflow: parameters, every row's metrics, the run folder as artifacts (default URI ./mlruns, a local file store; put it last or write --mlflow=URI). Needs pip install 'robustlab[mlflow]'.")
+@mlflow_option
 @detector_options
 @data_options
 @common_options
@@ -79,10 +101,6 @@ def command(state: State, detector: str, data: str, out: str | None, force: bool
     from robustlab.evaluation.pipeline import plan_evaluation, run
 
     overrides, trust = pop_detector_overrides(kwargs)
-    if mlflow_uri is not None:
-        from robustlab.tracking import check_mlflow
-
-        check_mlflow(mlflow_uri)
     plan = plan_evaluation(
         detector,
         data,
