@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 from robustlab.data import Dataset, open_dataset
 from robustlab.detector.loading import load_detector
 from robustlab.detector.model import Detector
-from robustlab.enums import SetKind
 from robustlab.errors import RobustlabError
-from robustlab.evaluation.engine import Check, evaluate_variants
+from robustlab.evaluation.engine import Check, attacked_subset, evaluate_variants
 from robustlab.metrics import DEFAULT_BOOTSTRAP
 from robustlab.results import EvaluationResult, Hook, Variant
-from robustlab.sampling import stratified_subset
 
 if TYPE_CHECKING:  # pragma: no cover
     from robustlab.attacks.checks import SanityOutcome
@@ -269,10 +267,11 @@ def example_collector(plan: EvaluationPlan) -> Any:
     from robustlab.reporting.examples import ExampleCollector, pick_examples
 
     labels = plan.data.labels_for(plan.detector.positive)
+    subset = attacked_subset(plan.detector, plan.data, plan.variants, plan.attack_fraction, plan.seed)  # the engine's own
     eligible = None
-    if any(v.kind is SetKind.ADVERSARIAL for v in plan.variants):
+    if len(subset):
         eligible = np.zeros(len(plan.data), dtype=bool)
-        eligible[stratified_subset(labels, plan.attack_fraction, plan.seed)] = True
+        eligible[subset] = True
     return ExampleCollector(pick_examples(labels, eligible))
 
 
