@@ -20,6 +20,10 @@ CASES = [
     (("threshold",), ("robustlab threshold: Missing argument",)),
     (("adv-train", "d.yaml", "train", "--epochs", "x"), ("--epochs x is not a whole number",)),
     (("report",), ("robustlab report: Missing argument",)),
+    (("evaluate", "d.yaml", "data", "--bootstrap", "-1"), ("'--bootstrap'", "-1")),
+    (("report", "run", "--inconclusive", "maybe"), ("'--inconclusive'", "maybe")),
+    (("schema", "nosuch"), ("robustlab schema", "nosuch")),
+    (("attack", "d.yaml", "data", "--min-eps", "--method", "hsj"), ("--min-eps", "hsj")),
 ]
 
 
